@@ -1,0 +1,3 @@
+from netdsl.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""Backends turn the IR into manifests for one target. Every backend has the same interface:
+
+* `name` and `capabilities` (what the target can express), checked against what the program needs
+  before anything is emitted, so an inexpressible statement is an error at its line, never a drop;
+* `build(program, options)` -> `Manifest`s, each holding the intended object as plain data;
+* its templates under templates/<name>/, which lay each object out as YAML.
+
+`render_and_check` renders every manifest and parses the text back: if the YAML does not read back as
+exactly the intended object, netdsl refuses to write it (an internal error, never a silent mistake).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import yaml
+
+from netdsl import ir
+from netdsl.diagnostics import Diagnostic, error
+from netdsl.render import environment
+from netdsl.source import Span
+
+try:
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+
+class Capability(str, Enum):
+    """A kind of statement a target may or may not be able to express."""
+
+    ALLOW = "allow rules"
+    ISOLATION = "default deny"
+    NAMED_PORTS = "named ports"
+    PORT_RANGES = "port ranges"
+    SCTP = "SCTP"
+    CIDR_EXCEPT = "CIDR except blocks"
+
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "netdsl"}
+SOURCE_ANNOTATION = "netdsl.dev/source"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Target-independent emission options (backends may read more from `extra`)."""
+
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None
+    body: dict[str, Any]
+    template: str
+    context: dict[str, Any]
+    text: str = ""
+    rank: int = 1  # orders objects of one kind and namespace: default deny (0) before the rest
+
+    @property
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.namespace or "", KIND_ORDER.get(self.kind, 50), self.rank, self.name, self.kind)
+
+    @property
+    def filename(self) -> str:
+        folder = self.namespace or "_cluster"
+        return f"{folder}/{self.kind.lower()}-{self.name}.yaml"
+
+
+# Cluster-wide objects first (a Tier must exist before policies in it), then policies.
+KIND_ORDER = {"Tier": 0, "GlobalNetworkSet": 1, "NetworkSet": 2}
+
+
+class Backend(abc.ABC):
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    @abc.abstractmethod
+    def build(self, program: ir.Program, options: Options) -> list[Manifest]:
+        """The manifests for `program`, as data plus the template and context that lay each out."""
+
+    def unsupported(self, program: ir.Program) -> list[Diagnostic]:
+        """An error for every statement this target cannot express."""
+        out: list[Diagnostic] = []
+        reported: set[tuple[Span, Capability]] = set()
+        for rule in program.rules:
+            for cap, span in required_capabilities(rule):
+                if cap in self.capabilities or (span, cap) in reported:
+                    continue
+                reported.add((span, cap))
+                able = [n for n in backend_names() if cap in BACKENDS[n].capabilities]
+                out.append(error(
+                    "unsupported", f"target `{self.name}` cannot express {cap.value}", span,
+                    f"targets that can: {', '.join(able)}" if able else None,
+                ))
+        return out
+
+
+def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:
+    yield Capability.ALLOW, rule.span
+    for p in rule.ports:
+        if p.name is not None:
+            yield Capability.NAMED_PORTS, rule.span
+        if p.end_port is not None:
+            yield Capability.PORT_RANGES, rule.span
+        if p.protocol is ir.Protocol.SCTP:
+            yield Capability.SCTP, rule.span
+    for peer in rule.peers:
+        if isinstance(peer, ir.CidrPeer) and peer.excepts:
+            yield Capability.CIDR_EXCEPT, rule.span
+
+
+def source_annotation(spans: Iterable[Span]) -> str:
+    """Where the statements that made an object are: `a.seg:3,7; b.seg:2` (source order, no repeats)."""
+    lines: dict[str, dict[int, None]] = {}
+    for s in sorted(spans, key=lambda s: s.sort_key):
+        lines.setdefault(s.path, {})[s.line] = None
+    return "; ".join(f"{path}:{','.join(map(str, nums))}" for path, nums in lines.items())
+
+
+def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Diagnostic]:
+    env = environment(backend.name)
+    problems: list[Diagnostic] = []
+    for m in manifests:
+        m.text = env.get_template(m.template).render(m.context)
+    # One parse for the whole stream is much faster than one per document.
+    stream = "".join("---\n" + m.text for m in manifests)
+    try:
+        docs = list(yaml.load_all(stream, Loader=_Loader))
+    except yaml.YAMLError as exc:
+        return [error("internal", f"rendered YAML does not parse: {exc}")]
+    if len(docs) != len(manifests):
+        return [error("internal", f"rendered {len(docs)} YAML documents for {len(manifests)} objects")]
+    for m, doc in zip(manifests, docs):
+        if doc != m.body:
+            problems.append(error(
+                "internal",
+                f"{m.kind} {m.namespace or ''}/{m.name}: the rendered YAML does not read back as the "
+                "intended object",
+            ))
+    return problems
+
+
+def _registry() -> dict[str, type[Backend]]:
+    from netdsl.backends.vanilla import VanillaBackend
+
+    return {b.name: b for b in (VanillaBackend,)}
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def get_backend(name: str) -> Backend:
+    if not BACKENDS:
+        BACKENDS.update(_registry())
+    return BACKENDS[name]()
+
+
+def backend_names() -> list[str]:
+    if not BACKENDS:
+        BACKENDS.update(_registry())
+    return sorted(BACKENDS)

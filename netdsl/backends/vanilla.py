@@ -1,0 +1,167 @@
+"""networking.k8s.io/v1 NetworkPolicy: allow-only, union of policies, isolation per direction.
+
+One policy per namespace for default deny, and one per workload carrying all its ingress and egress
+rules. `policyTypes` is always explicit and lists exactly the directions the policy restricts: a
+policy that listed Egress without egress rules would silently cut the workload's egress.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from netdsl import ir
+from netdsl.backends import (
+    MANAGED_BY,
+    SOURCE_ANNOTATION,
+    Backend,
+    Capability,
+    Manifest,
+    Options,
+    source_annotation,
+)
+from netdsl.source import Span
+
+API_VERSION = "networking.k8s.io/v1"
+
+
+def label_selector(selector: ir.Selector) -> dict[str, Any]:
+    """metav1.LabelSelector: key=value requirements as matchLabels, the rest as matchExpressions."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for r in selector.requirements:
+        if r.operator is ir.Operator.IN and len(r.values) == 1 and r.key not in match_labels:
+            match_labels[r.key] = r.values[0]
+        else:
+            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
+            if r.values:
+                expr["values"] = list(r.values)
+            expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+def namespace_selector(match: ir.NamespaceMatch) -> dict[str, Any]:
+    if isinstance(match, ir.NamespaceByName):
+        return {"matchLabels": {ir.NAMESPACE_NAME_LABEL: match.name}}
+    if isinstance(match, ir.NamespaceBySelector):
+        return label_selector(match.selector)
+    return {}
+
+
+def peer(p: ir.Peer, policy_namespace: str) -> dict[str, Any]:
+    if isinstance(p, ir.CidrPeer):
+        block: dict[str, Any] = {"cidr": str(p.cidr)}
+        if p.excepts:
+            block["except"] = [str(e) for e in p.excepts]
+        return {"ipBlock": block}
+    assert isinstance(p, ir.PodPeer)
+    if isinstance(p.namespaces, ir.NamespaceByName) and p.namespaces.name == policy_namespace:
+        return {"podSelector": label_selector(p.pods)}
+    out: dict[str, Any] = {"namespaceSelector": namespace_selector(p.namespaces)}
+    if not p.pods.is_everything:
+        out["podSelector"] = label_selector(p.pods)
+    return out
+
+
+def port(p: ir.PortMatch) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": p.protocol.value}
+    if p.name is not None:
+        out["port"] = p.name
+    elif p.port is not None:
+        out["port"] = p.port
+        if p.end_port is not None:
+            out["endPort"] = p.end_port
+    return out
+
+
+def rule(r: ir.Rule, policy_namespace: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not any(isinstance(p, ir.AnyPeer) for p in r.peers):
+        key = "from" if r.direction is ir.Direction.INGRESS else "to"
+        out[key] = [peer(p, policy_namespace) for p in r.peers]
+    if r.ports:
+        out["ports"] = [port(p) for p in r.ports]
+    return out
+
+
+def rule_comment(r: ir.Rule) -> str:
+    where = f"{r.span.path}:{r.span.line}"
+    if r.derived:
+        return f"{where}: other half of `{r.text}`"
+    return f"{where}: {r.text}"
+
+
+def metadata(name: str, namespace: str, spans: list[Span]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": dict(MANAGED_BY),
+        "annotations": {SOURCE_ANNOTATION: source_annotation(spans)},
+    }
+
+
+class VanillaBackend(Backend):
+    name = "vanilla"
+    capabilities = frozenset({
+        Capability.ALLOW, Capability.ISOLATION, Capability.NAMED_PORTS, Capability.PORT_RANGES,
+        Capability.SCTP, Capability.CIDR_EXCEPT,
+    })
+
+    def build(self, program: ir.Program, options: Options) -> list[Manifest]:
+        out: list[Manifest] = []
+        isolations: dict[str, list[ir.Isolation]] = defaultdict(list)
+        for i in program.isolations:
+            isolations[i.namespace].append(i)
+        for ns, items in isolations.items():
+            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
+            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": "NetworkPolicy",
+                "metadata": metadata(name, ns, [i.span for i in items]),
+                "spec": {"podSelector": {}, "policyTypes": [d.value for d in directions]},
+            }
+            out.append(self._manifest(body, ingress=[], egress=[], rank=0))
+
+        by_workload: dict[tuple[str, str], list[ir.Rule]] = defaultdict(list)
+        for r in program.rules:
+            by_workload[(r.subject.namespace, r.subject.name)].append(r)
+        for (ns, name), rules in by_workload.items():
+            rules.sort(key=lambda r: (*r.span.sort_key, r.derived))
+            ingress = [r for r in rules if r.direction is ir.Direction.INGRESS]
+            egress = [r for r in rules if r.direction is ir.Direction.EGRESS]
+            spec: dict[str, Any] = {
+                "podSelector": label_selector(rules[0].subject.selector),
+                "policyTypes": [d.value for d, rs in ((ir.Direction.INGRESS, ingress),
+                                                      (ir.Direction.EGRESS, egress)) if rs],
+            }
+            if ingress:
+                spec["ingress"] = [rule(r, ns) for r in ingress]
+            if egress:
+                spec["egress"] = [rule(r, ns) for r in egress]
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": "NetworkPolicy",
+                "metadata": metadata(name, ns, [r.span for r in rules]),
+                "spec": spec,
+            }
+            out.append(self._manifest(body, ingress=ingress, egress=egress))
+        out.sort(key=lambda m: m.sort_key)
+        return out
+
+    def _manifest(
+        self, body: dict[str, Any], ingress: list[ir.Rule], egress: list[ir.Rule], rank: int = 1
+    ) -> Manifest:
+        meta = body["metadata"]
+        context = {
+            "policy": body,
+            "ingress_comments": [rule_comment(r) for r in ingress],
+            "egress_comments": [rule_comment(r) for r in egress],
+        }
+        return Manifest(API_VERSION, "NetworkPolicy", meta["name"], meta["namespace"], body,
+                        "NetworkPolicy.yaml.j2", context, rank=rank)

@@ -1,0 +1,97 @@
+"""Command line: a thin layer over netdsl.compiler. Data on stdout, diagnostics on stderr.
+
+Exit status: 0 success, 1 errors in the input, 2 usage errors (click's own convention).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from netdsl import __version__
+from netdsl.backends import backend_names
+from netdsl.compiler import STDIN, Result, check, compile_paths, stream
+from netdsl.diagnostics import error, render_json, render_text, sort_key
+from netdsl.output import write_directory
+
+EXIT_INPUT = 1
+
+
+def _stdin_if_needed(paths: tuple[str, ...]) -> str | None:
+    if STDIN not in paths:
+        return None
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace")
+
+
+def _report(result: Result, fmt: str) -> None:
+    diags = sorted(result.diagnostics, key=sort_key)
+    if fmt == "json":
+        sys.stderr.write(render_json(diags))
+    elif diags:
+        sys.stderr.write(render_text(diags, result.sources))
+        errors = sum(d.is_error for d in diags)
+        warnings = len(diags) - errors
+        if errors:
+            files = len({d.span.path for d in diags if d.is_error and d.span})
+            sys.stderr.write(
+                f"Found {errors} error{'s' * (errors != 1)}"
+                + (f" in {files} file{'s' * (files != 1)}" if files else "")
+                + (f" and {warnings} warning{'s' * (warnings != 1)}" if warnings else "")
+                + "\n"
+            )
+
+
+paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+format_option = click.option(
+    "--diagnostics", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="How to print errors and warnings (on stderr).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="netdsl")
+def main() -> None:
+    """Compile .seg network segmentation programs to Kubernetes network policies."""
+
+
+@main.command("compile")
+@paths_argument
+@click.option("--target", "-t", type=click.Choice(backend_names()), default="vanilla", show_default=True,
+              help="Which CNI's policy API to emit.")
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one file per object plus kustomization.yaml into this directory "
+                   "(default: a YAML stream on stdout).")
+@format_option
+def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fmt: str) -> None:
+    """Compile PATHS (.seg files, directories of them, or - for stdin) for one target."""
+    result = compile_paths(paths, target, stdin_text=_stdin_if_needed(paths))
+    if result.ok and output is not None:
+        try:
+            written, removed = write_directory(output, result.manifests)
+        except OSError as exc:
+            result.diagnostics.append(error("output", str(exc)))
+        else:
+            for rel in removed:
+                sys.stderr.write(f"removed {output / rel} (no longer produced)\n")
+    _report(result, fmt)
+    if not result.ok:
+        sys.exit(EXIT_INPUT)
+    if output is None:
+        sys.stdout.write(stream(result.manifests))
+
+
+@main.command("check")
+@paths_argument
+@format_option
+def check_command(paths: tuple[str, ...], fmt: str) -> None:
+    """Report errors and warnings in PATHS without emitting anything."""
+    result = check(paths, stdin_text=_stdin_if_needed(paths))
+    _report(result, fmt)
+    if not result.ok:
+        sys.exit(EXIT_INPUT)

@@ -1,0 +1,131 @@
+"""The pipeline, start to end: read sources -> parse -> lower -> check the target -> build -> render ->
+read back. Nothing here writes files; netdsl/output.py does that once everything has succeeded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netdsl import ir
+from netdsl.backends import Manifest, Options, get_backend, render_and_check
+from netdsl.diagnostics import Diagnostic, error
+from netdsl.lower import lower
+from netdsl.parse import parse
+from netdsl.source import SourceFile
+
+STDIN = "-"
+
+
+@dataclass
+class Result:
+    sources: dict[str, SourceFile] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    program: ir.Program | None = None
+    manifests: list[Manifest] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+def display_path(path: Path) -> str:
+    """Paths in messages and annotations: relative to the working directory when below it, so the same
+    checkout compiles to the same bytes wherever it lives."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path.as_posix()
+    return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+
+
+def read_sources(paths: Sequence[str], stdin_text: str | None = None) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """Files as given, directories as every *.seg below them (sorted), `-` as standard input."""
+    files: list[SourceFile] = []
+    diags: list[Diagnostic] = []
+    seen: set[str] = set()
+    for raw in paths:
+        if raw == STDIN:
+            if "<stdin>" not in seen:
+                seen.add("<stdin>")
+                files.append(SourceFile("<stdin>", stdin_text or ""))
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.seg") if p.is_file())
+            if not found:
+                diags.append(error("io-error", f"{raw}: no .seg files in this directory"))
+        elif path.exists():
+            found = [path]
+        else:
+            diags.append(error("io-error", f"{raw}: no such file or directory"))
+            continue
+        for p in found:
+            shown = display_path(p)
+            if shown in seen:
+                continue
+            seen.add(shown)
+            try:
+                data = p.read_bytes()
+            except OSError as exc:
+                diags.append(error("io-error", f"{shown}: {exc.strerror or exc}"))
+                continue
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = data[: exc.start].count(b"\n") + 1
+                col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+                from netdsl.source import Span
+
+                diags.append(error("encoding", f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+                                   Span(shown, line, col, line, col + 1), "save the file as UTF-8"))
+                continue
+            files.append(SourceFile(shown, text))
+    return files, diags
+
+
+def check(paths: Sequence[str], stdin_text: str | None = None) -> Result:
+    """Everything up to the IR: syntax, names, values, lints."""
+    result = Result()
+    files, diags = read_sources(paths, stdin_text)
+    result.diagnostics.extend(diags)
+    result.sources = {f.path: f for f in files}
+    modules = []
+    for f in files:
+        if "\x00" in f.text:
+            result.diagnostics.append(error("encoding", f"{f.path}: binary data (NUL bytes), not a .seg file"))
+            continue
+        module, errors = parse(f)
+        result.diagnostics.extend(errors)
+        if module is not None:
+            modules.append(module)
+    if not result.ok:
+        return result
+    program, diags = lower(modules)
+    result.diagnostics.extend(diags)
+    if result.ok:
+        result.program = program
+    return result
+
+
+def compile_paths(
+    paths: Sequence[str], target: str, options: Options | None = None, stdin_text: str | None = None
+) -> Result:
+    result = check(paths, stdin_text)
+    if result.program is None:
+        return result
+    backend = get_backend(target)
+    result.diagnostics.extend(backend.unsupported(result.program))
+    if not result.ok:
+        return result
+    manifests = backend.build(result.program, options or Options())
+    result.diagnostics.extend(render_and_check(backend, manifests))
+    if result.ok:
+        result.manifests = manifests
+    return result
+
+
+def stream(manifests: Sequence[Manifest]) -> str:
+    """A multi-document YAML stream: what `compile` prints."""
+    return "".join("---\n" + m.text for m in manifests)

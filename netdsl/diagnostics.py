@@ -1,0 +1,126 @@
+"""Diagnostics are data: a stable code, a severity, a message, a span and an optional hint.
+
+Every code netdsl can emit is listed in `CODES` with a one-line description; docs/diagnostics.md is
+checked against this table by the tests, so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from netdsl.source import SourceFile, Span
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+CODES: Mapping[str, str] = {
+    # reading and syntax
+    "io-error": "A path could not be read, or is not a .seg file or directory.",
+    "encoding": "A file is not valid UTF-8.",
+    "syntax": "The text does not follow the .seg grammar.",
+    # names
+    "duplicate-name": "A service, group, cidr set or namespace label is declared twice.",
+    "unknown-name": "A name is used that no declaration defines.",
+    "invalid-name": "A name is not a valid Kubernetes name (DNS-1123 label).",
+    "reserved-name": "A name is reserved (for example `all-pods`, which netdsl uses itself).",
+    # values
+    "invalid-label": "A label key or value breaks the Kubernetes label syntax.",
+    "invalid-port": "A port is not 1-65535, a range, a protocol or a valid port name.",
+    "invalid-cidr": "A CIDR is malformed, or an `except` block lies outside its CIDR.",
+    "conflict": "Two statements or requirements contradict each other.",
+    # target capabilities
+    "unsupported": "The chosen target cannot express a statement.",
+    # lints (warnings)
+    "egress-without-dns": "Egress is restricted but DNS is not allowed, so name resolution fails.",
+    "selects-nothing": "A selector matches nothing the program declares.",
+    "redundant": "A statement repeats one that already says the same.",
+    "empty-group": "A group or service list is empty.",
+    # output
+    "output": "The output directory could not be written.",
+    "internal": "netdsl produced output that failed its own checks (a bug: please report it).",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    severity: Severity
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.code in CODES, f"undocumented diagnostic code {self.code!r}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_json(self) -> dict[str, object]:
+        span = self.span
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "file": span.path if span else None,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "end_line": span.end_line if span else None,
+            "end_column": span.end_column if span else None,
+            "hint": self.hint,
+        }
+
+
+def error(code: str, message: str, span: Span | None = None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code, Severity.ERROR, message, span, hint)
+
+
+def warning(code: str, message: str, span: Span | None = None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code, Severity.WARNING, message, span, hint)
+
+
+class CompileError(Exception):
+    """Raised to abandon a compile; carries every diagnostic collected so far."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+
+def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
+    if d.span is None:
+        return ("", 0, 0, d.message)
+    return (d.span.path, d.span.line, d.span.column, d.message)
+
+
+def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, SourceFile]) -> str:
+    """mypy --pretty style: `file:line:col: error: message [code]`, the source line, a caret."""
+    out: list[str] = []
+    for d in diagnostics:
+        span = d.span
+        where = f"{span.path}:{span.line}:{span.column}: " if span else "netdsl: "
+        out.append(f"{where}{d.severity.value}: {d.message}  [{d.code}]")
+        if span is not None and span.path in sources:
+            text = sources[span.path].line(span.line)
+            if text.strip():
+                shown = text.expandtabs(1).rstrip()
+                width = 1
+                if span.end_line == span.line and span.end_column > span.column:
+                    width = span.end_column - span.column
+                width = max(1, min(width, len(shown) - span.column + 1))
+                out.append("    " + shown)
+                out.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+        if d.hint:
+            out.append(f"{where}note: {d.hint}" if span else f"  hint: {d.hint}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def render_json(diagnostics: Iterable[Diagnostic]) -> str:
+    return json.dumps([d.to_json() for d in diagnostics], indent=2, ensure_ascii=False) + "\n"

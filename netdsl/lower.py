@@ -1,0 +1,798 @@
+"""Lowering: syntax tree -> IR. Resolves names, applies defaults, rejects nonsense, runs lints.
+
+All problems in all files are collected; lowering goes on after an error wherever it can, so a user
+sees every mistake at once rather than one per compile.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from netdsl import ir, parse
+from netdsl.diagnostics import Diagnostic, error, warning
+from netdsl.ir import Direction, PortMatch, Protocol, Selector, Workload
+from netdsl.source import Span
+
+# ------------------------------------------------------------------------------------ syntax rules
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_PORT_WORD = re.compile(r"^(?P<what>[^/]+)(/(?P<proto>[A-Za-z]+))?$")
+
+PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "sctp": Protocol.SCTP}
+
+# Names netdsl gives its own policies; a service with one of these names would collide.
+RESERVED_NAMES = frozenset({"all-pods", "default-deny", "default-deny-ingress", "default-deny-egress"})
+
+ALL_PODS = "all-pods"
+
+# Where `allow dns` points: the cluster DNS pods, by the labels every common distribution sets.
+DNS_NAMESPACE = "kube-system"
+DNS_SELECTOR = Selector.of([ir.Requirement("k8s-app", ir.Operator.IN, ("kube-dns",))])
+DNS_PORTS = (PortMatch(Protocol.UDP, 53), PortMatch(Protocol.TCP, 53))
+
+
+def check_label_key(key: str) -> str | None:
+    """Why `key` is not a valid Kubernetes label key, or None if it is."""
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
+            return f"the prefix {prefix!r} must be a DNS subdomain (lowercase letters, digits, '-', '.')"
+    if not name:
+        return "the name part is empty"
+    if len(name) > 63:
+        return f"the name part is {len(name)} characters long; at most 63 are allowed"
+    if not _LABEL_NAME.match(name):
+        return (
+            "the name part must start and end with a letter or digit and contain only letters, digits, "
+            "'-', '_' and '.'"
+        )
+    return None
+
+
+def check_label_value(value: str) -> str | None:
+    if value == "":
+        return None
+    if len(value) > 63:
+        return f"it is {len(value)} characters long; at most 63 are allowed"
+    if not _LABEL_NAME.match(value):
+        return (
+            "a label value must be empty or start and end with a letter or digit and contain only "
+            "letters, digits, '-', '_' and '.'"
+        )
+    return None
+
+
+def check_dns_label(name: str) -> str | None:
+    if len(name) > 63:
+        return f"it is {len(name)} characters long; at most 63 are allowed"
+    if not _DNS1123_LABEL.match(name):
+        return "use lowercase letters, digits and '-', starting and ending with a letter or digit"
+    return None
+
+
+def check_port_name(name: str) -> str | None:
+    if len(name) > 15:
+        return "a port name has at most 15 characters"
+    if not _IANA_SVC_NAME.match(name) or "--" in name or not re.search(r"[a-z]", name):
+        return (
+            "a port name has lowercase letters, digits and single '-', with at least one letter "
+            "(IANA service name)"
+        )
+    return None
+
+
+def sanitize_name(text: str, limit: int = 63) -> str:
+    """A readable DNS-1123 label made from arbitrary text; a hash keeps long or lossy ones unique."""
+    clean = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+    if clean != text.lower() or len(clean) > limit:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        clean = f"{clean[: limit - 9].rstrip('-')}-{digest}"
+    return clean
+
+
+# ------------------------------------------------------------------------------------ the lowering
+
+
+@dataclass
+class _Namespace:
+    name: str
+    span: Span
+    labels: dict[str, tuple[str, Span]] = field(default_factory=dict)
+    services: dict[str, Workload] = field(default_factory=dict)
+    groups: dict[str, tuple[tuple[parse.Word, ...], Span]] = field(default_factory=dict)
+    blocks: list[parse.NamespaceBlock] = field(default_factory=list)
+
+
+@dataclass
+class _CidrSet:
+    name: str
+    peers: tuple[ir.CidrPeer, ...]
+    span: Span
+
+
+class _Restricting:
+    """The workloads that restrict one direction in one namespace, indexed by their key=value labels
+    so that finding the ones a selector can overlap is not a scan of every service."""
+
+    def __init__(self, workloads: list[Workload]) -> None:
+        self.workloads = workloads
+        self.order = {w: i for i, w in enumerate(workloads)}
+        self.by_label: dict[tuple[str, str], set[Workload]] = {}
+        self.without_key: dict[str, set[Workload]] = {}
+        self.keys: set[str] = set()
+        for w in workloads:
+            for k, v in w.selector.equalities().items():
+                self.by_label.setdefault((k, v), set()).add(w)
+                self.keys.add(k)
+
+    def compatible(self, selector: Selector) -> list[Workload]:
+        """A superset of the workloads whose selector can match a pod together with `selector`."""
+        candidates: set[Workload] | None = None
+        for k, v in selector.equalities().items():
+            if k not in self.keys:
+                continue
+            if k not in self.without_key:
+                self.without_key[k] = {w for w in self.workloads if k not in w.selector.equalities()}
+            same = self.by_label.get((k, v), set()) | self.without_key[k]
+            candidates = same if candidates is None else candidates & same
+        if candidates is None:
+            return self.workloads
+        return sorted(candidates, key=self.order.__getitem__)
+
+
+class Lowering:
+    def __init__(self, modules: Sequence[parse.Module]) -> None:
+        self.modules = modules
+        self.diagnostics: list[Diagnostic] = []
+        self.namespaces: dict[str, _Namespace] = {}
+        self.cidr_sets: dict[str, _CidrSet] = {}
+        self.isolations: list[ir.Isolation] = []
+        self.rules: list[ir.Rule] = []
+        self.sources = {m.source.path: m.source for m in modules}
+
+    # ---- reporting
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diagnostics.append(error(code, message, span, hint))
+
+    def warn(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diagnostics.append(warning(code, message, span, hint))
+
+    def did_you_mean(self, name: str, candidates: Iterable[str]) -> str | None:
+        close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+        if close:
+            return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+        return None
+
+    # ---- entry point
+    def run(self) -> ir.Program:
+        for module in self.modules:
+            for stmt in module.statements:
+                if isinstance(stmt, parse.CidrsDecl):
+                    self.declare_cidrs(stmt)
+                else:
+                    self.declare_namespace(stmt)
+        for ns in self.namespaces.values():
+            for block in ns.blocks:
+                for stmt in block.statements:
+                    if isinstance(stmt, parse.ServiceDecl):
+                        self.declare_service(ns, stmt)
+                    elif isinstance(stmt, parse.GroupDecl):
+                        self.declare_group(ns, stmt)
+        for ns in self.namespaces.values():
+            self.check_groups(ns)
+        for ns in self.namespaces.values():
+            for block in ns.blocks:
+                for stmt in block.statements:
+                    if isinstance(stmt, parse.IsolateStmt):
+                        self.lower_isolate(ns, stmt)
+                    elif isinstance(stmt, parse.DnsStmt):
+                        self.lower_dns(ns, stmt)
+                    elif isinstance(stmt, parse.FlowStmt):
+                        self.lower_flow(ns, stmt)
+        explicit = self.dedupe(self.rules)
+        derived = self.derive_counterparts(explicit)
+        program = ir.Program(
+            namespaces=tuple(
+                ir.Namespace(ns.name, tuple(sorted((k, v) for k, (v, _) in ns.labels.items())), ns.span)
+                for ns in sorted(self.namespaces.values(), key=lambda n: n.name)
+            ),
+            services=tuple(s for ns in self.namespaces.values() for s in ns.services.values()),
+            isolations=tuple(self.isolations),
+            rules=tuple(explicit + derived),
+        )
+        self.lint(program)
+        return program
+
+    # ---- declarations
+    def declare_cidrs(self, stmt: parse.CidrsDecl) -> None:
+        name = stmt.name.text
+        if (why := check_dns_label(name)) is not None:
+            self.error("invalid-name", f"invalid cidr set name {name!r}: {why}", stmt.name.span)
+        if name in self.cidr_sets:
+            first = self.cidr_sets[name].span
+            self.error(
+                "duplicate-name", f"cidr set `{name}` is declared twice", stmt.name.span,
+                f"first declared at {first}",
+            )
+            return
+        peers = [p for item in stmt.items if (p := self.lower_cidr(item, label=name)) is not None]
+        self.cidr_sets[name] = _CidrSet(name, tuple(peers), stmt.name.span)
+
+    def declare_namespace(self, block: parse.NamespaceBlock) -> None:
+        name = block.name.text
+        if (why := check_dns_label(name)) is not None:
+            self.error("invalid-name", f"invalid namespace name {name!r}: {why}", block.name.span)
+        ns = self.namespaces.get(name)
+        if ns is None:
+            ns = self.namespaces[name] = _Namespace(name, block.name.span)
+        ns.blocks.append(block)
+        for label in block.labels:
+            key, value = label.key.text, label.value.text
+            if not self.valid_label(label.key, label.value):
+                continue
+            if key == ir.NAMESPACE_NAME_LABEL and value != name:
+                self.error(
+                    "conflict",
+                    f"Kubernetes sets `{key}={name}` on this namespace itself; it cannot be {value!r}",
+                    label.key.span,
+                )
+                continue
+            if key in ns.labels and ns.labels[key][0] != value:
+                self.error(
+                    "conflict",
+                    f"namespace `{name}` is labelled `{key}={ns.labels[key][0]}` elsewhere; "
+                    f"it cannot also be `{key}={value}`",
+                    label.key.span,
+                    f"the other label is at {ns.labels[key][1]}",
+                )
+                continue
+            ns.labels.setdefault(key, (value, label.key.span))
+
+    def valid_label(self, key: parse.Word, value: parse.Word | None) -> bool:
+        ok = True
+        if (why := check_label_key(key.text)) is not None:
+            self.error("invalid-label", f"invalid label key {key.text!r}: {why}", key.span)
+            ok = False
+        if value is not None and (why := check_label_value(value.text)) is not None:
+            self.error("invalid-label", f"invalid label value {value.text!r}: {why}", value.span)
+            ok = False
+        return ok
+
+    def check_service_name(self, ns: _Namespace, word: parse.Word, kind: str) -> bool:
+        name = word.text
+        if (why := check_dns_label(name)) is not None:
+            self.error("invalid-name", f"invalid {kind} name {name!r}: {why}", word.span)
+            return False
+        if name in RESERVED_NAMES:
+            self.error("reserved-name", f"`{name}` is a name netdsl uses for its own policies", word.span,
+                       "choose another name")
+            return False
+        if name in ns.services or name in ns.groups:
+            first = ns.services[name].span if name in ns.services else ns.groups[name][1]
+            self.error(
+                "duplicate-name", f"`{name}` is already declared in namespace `{ns.name}`", word.span,
+                f"first declared at {first}",
+            )
+            return False
+        if name in self.cidr_sets:
+            self.error(
+                "duplicate-name", f"`{name}` is already the name of a cidr set", word.span,
+                f"the cidr set is declared at {self.cidr_sets[name].span}",
+            )
+            return False
+        return True
+
+    def declare_service(self, ns: _Namespace, stmt: parse.ServiceDecl) -> None:
+        selector = self.lower_selector(stmt.selector, what=f"service `{stmt.name.text}`")
+        if not self.check_service_name(ns, stmt.name, "service") or selector is None:
+            return
+        ns.services[stmt.name.text] = Workload(ns.name, stmt.name.text, selector, stmt.name.span)
+
+    def declare_group(self, ns: _Namespace, stmt: parse.GroupDecl) -> None:
+        if self.check_service_name(ns, stmt.name, "group"):
+            ns.groups[stmt.name.text] = (stmt.members, stmt.name.span)
+
+    def check_groups(self, ns: _Namespace) -> None:
+        for name in ns.groups:
+            self.expand(ns, name, set(), report=True)
+
+    def expand(self, ns: _Namespace, name: str, seen: set[str], report: bool = False) -> list[Workload]:
+        """The services a service or group name stands for (groups may contain groups)."""
+        if name in ns.services:
+            return [ns.services[name]]
+        members, _span = ns.groups[name]
+        if name in seen:
+            return []
+        seen = seen | {name}
+        out: list[Workload] = []
+        for m in members:
+            if m.text in ns.services or m.text in ns.groups:
+                if m.text in seen:
+                    if report:
+                        self.error("conflict", f"group `{name}` contains itself through `{m.text}`", m.span)
+                    continue
+                out.extend(self.expand(ns, m.text, seen, report))
+            elif report:
+                self.error(
+                    "unknown-name", f"no service or group `{m.text}` in namespace `{ns.name}`", m.span,
+                    self.did_you_mean(m.text, [*ns.services, *ns.groups]),
+                )
+        return list(dict.fromkeys(out))
+
+    # ---- values
+    def lower_selector(self, sel: parse.Selector, what: str) -> Selector | None:
+        reqs: list[ir.Requirement] = []
+        ok = True
+        for r in sel.requirements:
+            if not self.valid_label(r.key, None):
+                ok = False
+                continue
+            values: list[str] = []
+            for v in r.values:
+                if (why := check_label_value(v.text)) is not None:
+                    self.error("invalid-label", f"invalid label value {v.text!r}: {why}", v.span)
+                    ok = False
+                values.append(v.text)
+            if r.operator in ("in", "notin") and not values:
+                self.error("invalid-label", f"`{r.operator} ()` needs at least one value", r.span)
+                ok = False
+                continue
+            op = {
+                "=": ir.Operator.IN, "in": ir.Operator.IN, "!=": ir.Operator.NOT_IN,
+                "notin": ir.Operator.NOT_IN, "exists": ir.Operator.EXISTS,
+                "!exists": ir.Operator.DOES_NOT_EXIST,
+            }[r.operator]
+            reqs.append(ir.Requirement(r.key.text, op, tuple(sorted(set(values)))))
+        if not ok:
+            return None
+        selector = Selector.of(reqs)
+        if not selector.satisfiable:
+            self.error(
+                "conflict", f"the selector of {what} can never match: its requirements contradict each other",
+                sel.span,
+            )
+            return None
+        return selector
+
+    def lower_cidr(self, item: parse.CidrItem, label: str = "") -> ir.CidrPeer | None:
+        net = self.parse_network(item.cidr)
+        if net is None:
+            return None
+        excepts: list[ir.IPNetwork] = []
+        for word in item.excepts:
+            ex = self.parse_network(word)
+            if ex is None:
+                continue
+            if ex.version != net.version or not ex.subnet_of(net) or ex == net:  # type: ignore[arg-type]
+                self.error(
+                    "invalid-cidr", f"`except {ex}` is not strictly inside `{net}`", word.span,
+                    "an except block must be a smaller network within the CIDR it is attached to",
+                )
+                continue
+            excepts.append(ex)
+        return ir.CidrPeer(net, tuple(sorted(set(excepts), key=lambda n: (n.version, n))), label or str(net))
+
+    def parse_network(self, word: parse.Word) -> ir.IPNetwork | None:
+        text = word.text
+        try:
+            return ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            hint = None
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+                hint = f"host bits are set; did you mean `{loose}`?"
+            except ValueError:
+                hint = "write an IPv4 or IPv6 network such as 10.0.0.0/8 or 2001:db8::/32"
+            self.error("invalid-cidr", f"invalid CIDR {text!r}: {exc}", word.span, hint)
+            return None
+
+    def lower_ports(self, words: Sequence[parse.Word]) -> tuple[PortMatch, ...] | None:
+        out: list[PortMatch] = []
+        ok = True
+        for word in words:
+            port = self.lower_port(word)
+            if port is None:
+                ok = False
+            elif port in out:
+                self.warn("redundant", f"port `{word.text}` is listed twice", word.span)
+            else:
+                out.append(port)
+        return tuple(out) if ok else None
+
+    def lower_port(self, word: parse.Word) -> PortMatch | None:
+        text = word.text
+        if text.lower() in PROTOCOLS:
+            return PortMatch(PROTOCOLS[text.lower()])
+        m = _PORT_WORD.match(text)
+        proto = Protocol.TCP
+        if m is None:
+            self.error("invalid-port", f"invalid port {text!r}", word.span, _PORT_HINT)
+            return None
+        if m.group("proto") is not None:
+            p = m.group("proto").lower()
+            if p not in PROTOCOLS:
+                self.error(
+                    "invalid-port", f"unknown protocol {m.group('proto')!r} in {text!r}", word.span,
+                    "the protocols are tcp, udp and sctp",
+                )
+                return None
+            proto = PROTOCOLS[p]
+        what = m.group("what")
+        if re.fullmatch(r"\d+", what):
+            n = int(what)
+            if not 1 <= n <= 65535:
+                self.error("invalid-port", f"port {n} is out of range", word.span, "ports are 1-65535")
+                return None
+            return PortMatch(proto, n)
+        if r := re.fullmatch(r"(\d+)-(\d+)", what):
+            lo, hi = int(r.group(1)), int(r.group(2))
+            for n in (lo, hi):
+                if not 1 <= n <= 65535:
+                    self.error("invalid-port", f"port {n} is out of range", word.span, "ports are 1-65535")
+                    return None
+            if hi < lo:
+                self.error(
+                    "invalid-port", f"the range {what} ends before it starts", word.span,
+                    f"did you mean {hi}-{lo}?",
+                )
+                return None
+            return PortMatch(proto, lo, hi if hi != lo else None)
+        if (why := check_port_name(what)) is not None:
+            self.error("invalid-port", f"invalid port {text!r}: {why}", word.span, _PORT_HINT)
+            return None
+        return PortMatch(proto, name=what)
+
+    def statement_text(self, span: Span) -> str:
+        """The statement as written (first line, comment stripped), for comments in the output."""
+        source = self.sources.get(span.path)
+        return " ".join(source.line(span.line).split("#")[0].split()) if source else ""
+
+    # ---- statements
+    def lower_subjects(self, ns: _Namespace, subjects: parse.Subjects) -> list[Workload]:
+        if isinstance(subjects, parse.AllPods):
+            return [self.all_pods(ns.name)]
+        out: list[Workload] = []
+        for word in subjects:
+            if word.text in ns.services or word.text in ns.groups:
+                out.extend(self.expand(ns, word.text, set()))
+            else:
+                self.error(
+                    "unknown-name", f"no service or group `{word.text}` in namespace `{ns.name}`", word.span,
+                    self.did_you_mean(word.text, [*ns.services, *ns.groups])
+                    or f"declare it first: `service {word.text} = app={word.text}`",
+                )
+        return list(dict.fromkeys(out))
+
+    @staticmethod
+    def all_pods(namespace: str) -> Workload:
+        return Workload(namespace, ALL_PODS, ir.EVERYTHING)
+
+    def lower_isolate(self, ns: _Namespace, stmt: parse.IsolateStmt) -> None:
+        if stmt.direction is None:
+            directions = [Direction.INGRESS, Direction.EGRESS]
+        else:
+            directions = [Direction.INGRESS if stmt.direction.text == "ingress" else Direction.EGRESS]
+        for d in directions:
+            if any(i.namespace == ns.name and i.direction is d for i in self.isolations):
+                self.warn("redundant", f"namespace `{ns.name}` is already isolated for {d.value.lower()}",
+                          stmt.span)
+                continue
+            self.isolations.append(ir.Isolation(ns.name, d, stmt.span))
+
+    def lower_dns(self, ns: _Namespace, stmt: parse.DnsStmt) -> None:
+        subjects = self.lower_subjects(ns, stmt.subjects) if stmt.subjects else [self.all_pods(ns.name)]
+        peer = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
+        text = self.statement_text(stmt.span)
+        for s in subjects:
+            self.rules.append(ir.Rule(s, Direction.EGRESS, (peer,), DNS_PORTS, stmt.span, text))
+
+    def lower_flow(self, ns: _Namespace, stmt: parse.FlowStmt) -> None:
+        subjects = self.lower_subjects(ns, stmt.subjects)
+        peers: list[ir.Peer] = []
+        for p in stmt.peers:
+            peers.extend(self.lower_peer(ns, p))
+        ports = self.lower_ports(stmt.ports)
+        if not subjects or not peers or ports is None:
+            return
+        if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:
+            self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
+            peers = [ir.AnyPeer()]
+        direction = Direction.INGRESS if stmt.direction == "ingress" else Direction.EGRESS
+        text = self.statement_text(stmt.span)
+        unique = tuple(dict.fromkeys(peers))
+        for s in subjects:
+            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text))
+
+    def lower_peer(self, ns: _Namespace, peer: parse.Peer) -> list[ir.Peer]:
+        if isinstance(peer, parse.RefPeer):
+            return self.lower_ref(ns, peer.name)
+        if isinstance(peer, parse.PodsPeer):
+            scope = self.lower_scope(ns, peer.scope)
+            sel = self.lower_selector(peer.selector, what="this peer")
+            if scope is None or sel is None:
+                return []
+            return [ir.PodPeer(scope, sel, f"pods[{sel}]")]
+        if isinstance(peer, parse.AllPodsPeer):
+            scope = self.lower_scope(ns, peer.scope)
+            return [] if scope is None else [ir.PodPeer(scope, ir.EVERYTHING, "all pods")]
+        if isinstance(peer, parse.NamespacePeer):
+            scope = self.lower_scope(ns, peer.scope)
+            return [] if scope is None else [ir.PodPeer(scope, ir.EVERYTHING, "namespace")]
+        if isinstance(peer, parse.CidrPeer):
+            c = self.lower_cidr(peer.item)
+            return [] if c is None else [c]
+        return [ir.AnyPeer()]
+
+    def lower_ref(self, ns: _Namespace, word: parse.Word) -> list[ir.Peer]:
+        name = word.text
+        if "/" in name:
+            ns_name, _, svc = name.partition("/")
+            other = self.namespaces.get(ns_name)
+            if other is None:
+                self.error(
+                    "unknown-name", f"`{name}`: namespace `{ns_name}` is not declared in this program",
+                    word.span,
+                    f"declare its services in a `namespace {ns_name} {{ ... }}` block, or write "
+                    f"`pods[...] in namespace {ns_name}`",
+                )
+                return []
+            if svc in other.services or svc in other.groups:
+                return [
+                    ir.PodPeer(ir.NamespaceByName(ns_name), w.selector, f"{ns_name}/{w.name}")
+                    for w in self.expand(other, svc, set())
+                ]
+            self.error(
+                "unknown-name", f"no service or group `{svc}` in namespace `{ns_name}`", word.span,
+                self.did_you_mean(svc, [*other.services, *other.groups]),
+            )
+            return []
+        if name in ns.services or name in ns.groups:
+            return [
+                ir.PodPeer(ir.NamespaceByName(ns.name), w.selector, w.name)
+                for w in self.expand(ns, name, set())
+            ]
+        if name in self.cidr_sets:
+            return list(self.cidr_sets[name].peers)
+        hint = self.did_you_mean(name, [*ns.services, *ns.groups, *self.cidr_sets])
+        if hint is None and name in self.namespaces:
+            hint = f"`{name}` is a namespace; write `namespace {name}` for all of its pods"
+        if hint is None and _looks_like_cidr(name):
+            hint = f"write `cidr {name}`"
+        self.error("unknown-name", f"no service, group or cidr set named `{name}`", word.span, hint)
+        return []
+
+    def lower_scope(self, ns: _Namespace, scope: parse.NamespaceScope | None) -> ir.NamespaceMatch | None:
+        if scope is None:
+            return ir.NamespaceByName(ns.name)
+        if isinstance(scope, parse.NsByName):
+            if (why := check_dns_label(scope.name.text)) is not None:
+                self.error("invalid-name", f"invalid namespace name {scope.name.text!r}: {why}",
+                           scope.name.span)
+                return None
+            return ir.NamespaceByName(scope.name.text)
+        if isinstance(scope, parse.NsAll):
+            return ir.AllNamespaces()
+        sel = self.lower_selector(scope.selector, what="this namespace selector")
+        if sel is None:
+            return None
+        eq = sel.equalities()
+        if "name" in eq and not any("name" in n.labels for n in self.namespaces.values()):
+            self.warn(
+                "selects-nothing",
+                f"Kubernetes does not set a `name` label on namespaces, so `name={eq['name']}` "
+                "matches no namespace unless you label it yourself",
+                scope.span,
+                f"write `namespace {eq['name']}` (it uses the automatic label kubernetes.io/metadata.name)",
+            )
+        if len(sel.requirements) == 1 and ir.NAMESPACE_NAME_LABEL in eq:
+            return ir.NamespaceByName(eq[ir.NAMESPACE_NAME_LABEL])
+        return ir.NamespaceBySelector(sel)
+
+    # ---- end-to-end flows
+    @staticmethod
+    def dedupe(rules: list[ir.Rule]) -> list[ir.Rule]:
+        seen: set[tuple[object, ...]] = set()
+        out = []
+        for r in rules:
+            key = _rule_key(r)
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return out
+
+    def derive_counterparts(self, explicit: list[ir.Rule]) -> list[ir.Rule]:
+        """For each flow, the other half: where the program restricts the peer's opposite direction,
+        emit the rule that lets this flow through there too (a flow means the connection works)."""
+        isolated = {(i.namespace, i.direction) for i in self.isolations}
+        restricting: dict[tuple[str, Direction], _Restricting] = {}
+        for name in self.namespaces:
+            for d in Direction:
+                if (name, d) in isolated:
+                    workloads = [self.all_pods(name)]
+                else:
+                    workloads = list(dict.fromkeys(
+                        r.subject for r in explicit if r.subject.namespace == name and r.direction is d
+                    ))
+                restricting[(name, d)] = _Restricting(workloads)
+        ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
+        seen = {_rule_key(r) for r in explicit}
+        derived: list[ir.Rule] = []
+        for rule in explicit:
+            back = ir.PodPeer(ir.NamespaceByName(rule.subject.namespace), rule.subject.selector,
+                              _peer_label(rule.subject))
+            for peer in rule.peers:
+                if not isinstance(peer, ir.PodPeer):
+                    continue
+                if isinstance(peer.namespaces, ir.NamespaceByName):
+                    found = self.namespaces.get(peer.namespaces.name)
+                    targets = [found] if found is not None else []
+                else:
+                    targets = [
+                        n for n in self.namespaces.values()
+                        if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
+                    ]
+                for ns in targets:
+                    for r in restricting[(ns.name, rule.direction.opposite)].compatible(peer.pods):
+                        selector = peer.pods.conjoin(r.selector)
+                        if not selector.satisfiable:
+                            continue
+                        subject = self.workload_for(ns, selector, r)
+                        new = ir.Rule(subject, rule.direction.opposite, (back,), rule.ports, rule.span,
+                                      rule.text, derived=True)
+                        key = _rule_key(new)
+                        if key not in seen:
+                            seen.add(key)
+                            derived.append(new)
+        return derived
+
+    def workload_for(self, ns: _Namespace, selector: Selector, restricting: Workload) -> Workload:
+        """The workload a derived rule attaches to: a declared service if one has exactly this selector,
+        else a compiler-made workload named after its labels."""
+        if selector == restricting.selector:
+            return restricting
+        for s in ns.services.values():
+            if s.selector == selector:
+                return s
+        if selector.is_everything:
+            return self.all_pods(ns.name)
+        name = sanitize_name("pods-" + "-".join(
+            f"{r.key.rpartition('/')[2]}-{'-'.join(r.values) or r.operator.value.lower()}"
+            for r in selector.requirements
+        ))
+        if name in ns.services or name in ns.groups or name in RESERVED_NAMES:
+            name = sanitize_name(name + "-" + str(selector))
+        return Workload(ns.name, name, selector, None, declared=False)
+
+    # ---- lints
+    def lint(self, program: ir.Program) -> None:
+        self.lint_dns(program)
+        self.lint_selects_nothing(program)
+
+    def lint_dns(self, program: ir.Program) -> None:
+        dns_labels = DNS_SELECTOR.example_labels() or {}
+        for ns in program.namespaces:
+            isolated = next(
+                (i for i in program.isolations if i.namespace == ns.name and i.direction is Direction.EGRESS),
+                None,
+            )
+            restricted: dict[Workload, Span | None] = {}
+            if isolated is not None:
+                declared = [s for s in program.services if s.namespace == ns.name]
+                for s in declared or [self.all_pods(ns.name)]:
+                    restricted[s] = isolated.span
+            for r in program.rules:
+                if r.subject.namespace == ns.name and r.direction is Direction.EGRESS and not r.derived:
+                    restricted.setdefault(r.subject, r.span)
+            dns_rules = [
+                r for r in program.rules
+                if r.direction is Direction.EGRESS and r.subject.namespace == ns.name
+                and _reaches(r, DNS_NAMESPACE, dns_labels, Protocol.UDP, 53)
+            ]
+            for w, span in restricted.items():
+                labels = w.selector.example_labels() or {}
+                if not any(r.subject.selector.matches(labels) for r in dns_rules):
+                    who = "every pod" if w.name == ALL_PODS else f"`{w.name}`"
+                    self.warn(
+                        "egress-without-dns",
+                        f"egress of {who} in namespace `{ns.name}` is restricted but DNS is not allowed",
+                        span,
+                        "add `allow dns` (or `allow dns for NAME`) to this namespace",
+                    )
+
+    def lint_selects_nothing(self, program: ir.Program) -> None:
+        ns_labels = {ns.name: ns.label_dict for ns in program.namespaces}
+        services_by_ns: dict[str, list[Workload]] = {}
+        for s in program.services:
+            services_by_ns.setdefault(s.namespace, []).append(s)
+        declared = {(s.namespace, s.selector) for s in program.services}
+        reported: set[tuple[Span, str]] = set()
+        for r in program.rules:
+            if r.derived:
+                continue
+            for p in r.peers:
+                if not isinstance(p, ir.PodPeer):
+                    continue
+                if isinstance(p.namespaces, ir.NamespaceBySelector):
+                    if not any(p.namespaces.selector.matches(lab) for lab in ns_labels.values()):
+                        key = (r.span, str(p.namespaces.selector))
+                        if key not in reported:
+                            reported.add(key)
+                            self.warn(
+                                "selects-nothing",
+                                f"no namespace in this program has labels matching `{p.namespaces.selector}`",
+                                r.span,
+                                "declare the namespaces it is meant to match, e.g. "
+                                "`namespace staging labels env=staging`",
+                            )
+                    continue
+                if not isinstance(p.namespaces, ir.NamespaceByName) or p.pods.is_everything:
+                    continue
+                if (p.namespaces.name, p.pods) in declared:
+                    continue
+                workloads = services_by_ns.get(p.namespaces.name)
+                if not workloads:
+                    continue
+                if not any(p.pods.matches(w.selector.example_labels() or {}) for w in workloads):
+                    key = (r.span, str(p.pods))
+                    if key not in reported:
+                        reported.add(key)
+                        self.warn(
+                            "selects-nothing",
+                            f"`{p.label or p.pods}` matches none of the services declared in namespace "
+                            f"`{p.namespaces.name}`",
+                            r.span,
+                            "check the labels against the service declarations",
+                        )
+
+
+_PORT_HINT = "write a number (8080), a range (8000-9000), a port name (http), or a protocol (udp); " \
+    "add /udp or /sctp for other protocols than TCP (53/udp)"
+
+
+def _looks_like_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def _peer_label(w: Workload) -> str:
+    return "all pods" if w.name == ALL_PODS else w.name
+
+
+def _rule_key(r: ir.Rule) -> tuple[object, ...]:
+    return (r.subject.namespace, r.subject.selector, r.direction, frozenset(r.peers), frozenset(r.ports),
+            r.action)
+
+
+def _reaches(rule: ir.Rule, namespace: str, labels: dict[str, str], protocol: Protocol, port: int) -> bool:
+    ports_ok = not rule.ports or any(
+        p.protocol is protocol and (p.port is None and p.name is None or
+                                    p.port is not None and p.port <= port <= (p.end_port or p.port))
+        for p in rule.ports
+    )
+    if not ports_ok:
+        return False
+    for peer in rule.peers:
+        if isinstance(peer, ir.AnyPeer):
+            return True
+        if isinstance(peer, ir.PodPeer) and peer.pods.matches(labels) and ir.namespace_matches(
+            peer.namespaces, namespace, {}
+        ):
+            return True
+    return False
+
+
+def lower(modules: Sequence[parse.Module]) -> tuple[ir.Program, list[Diagnostic]]:
+    lowering = Lowering(modules)
+    program = lowering.run()
+    return program, lowering.diagnostics

@@ -1,0 +1,596 @@
+"""Parse .seg text into a syntax tree whose every node carries its source span.
+
+The tree is a faithful, unvalidated picture of the text: a port is still the WORD the user typed.
+Checking what the words mean is lowering's job (netdsl/lower.py), where there is context to say
+precisely what is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal, TypeAlias, Union
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from netdsl.diagnostics import Diagnostic, error
+from netdsl.source import SourceFile, Span
+
+# ------------------------------------------------------------------------------------------ nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    span: Span
+    quoted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    key: Word
+    operator: Literal["=", "!=", "in", "notin", "exists", "!exists"]
+    values: tuple[Word, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    requirements: tuple[Requirement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CidrItem:
+    cidr: Word
+    excepts: tuple[Word, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NsByName:
+    name: Word
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NsByLabels:
+    selector: Selector
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NsAll:
+    span: Span
+
+
+NamespaceScope: TypeAlias = Union[NsByName, NsByLabels, NsAll]
+
+
+@dataclass(frozen=True, slots=True)
+class RefPeer:
+    """A name: a service or group in this namespace, `ns/service`, or a cidr set."""
+
+    name: Word
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PodsPeer:
+    """`pods[sel]`, optionally `in <scope>` (both must match: the AND form)."""
+
+    selector: Selector
+    scope: NamespaceScope | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AllPodsPeer:
+    scope: NamespaceScope | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePeer:
+    """Every pod of the namespaces in `scope`."""
+
+    scope: NamespaceScope
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CidrPeer:
+    item: CidrItem
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AnywherePeer:
+    span: Span
+
+
+Peer: TypeAlias = Union[RefPeer, PodsPeer, AllPodsPeer, NamespacePeer, CidrPeer, AnywherePeer]
+
+
+@dataclass(frozen=True, slots=True)
+class AllPods:
+    span: Span
+
+
+Subjects: TypeAlias = Union[AllPods, tuple[Word, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class IsolateStmt:
+    direction: Word | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DnsStmt:
+    subjects: Subjects | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDecl:
+    name: Word
+    selector: Selector
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDecl:
+    name: Word
+    members: tuple[Word, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStmt:
+    """`X accepts P on ...` (direction ingress) or `X connects to P on ...` (egress)."""
+
+    direction: Literal["ingress", "egress"]
+    subjects: Subjects
+    peers: tuple[Peer, ...]
+    ports: tuple[Word, ...]
+    span: Span
+
+
+NamespaceStmt: TypeAlias = Union[IsolateStmt, DnsStmt, ServiceDecl, GroupDecl, FlowStmt]
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    key: Word
+    value: Word
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceBlock:
+    name: Word
+    labels: tuple[Label, ...]
+    statements: tuple[NamespaceStmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CidrsDecl:
+    name: Word
+    items: tuple[CidrItem, ...]
+    span: Span
+
+
+TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl]
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    source: SourceFile
+    statements: tuple[TopStmt, ...]
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+@functools.cache
+def _parser() -> Lark:
+    grammar = resources.files("netdsl.grammar").joinpath("seg.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+
+
+def _token_span(path: str, tok: Token) -> Span:
+    line = tok.line or 1
+    col = tok.column or 1
+    return Span(path, line, col, tok.end_line or line, tok.end_column or col + len(tok))
+
+
+def _meta_span(path: str, meta: Any) -> Span:
+    if getattr(meta, "empty", True):
+        return Span(path, 1, 1, 1, 1)
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+@v_args(meta=True)
+class _Build(Transformer[Token, Any]):
+    """Turns Lark's tree into the node classes above. Runs once per file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def _span(self, meta: Any) -> Span:
+        return _meta_span(self.path, meta)
+
+    def _word(self, tok: Token) -> Word:
+        if tok.type == "STRING":
+            return Word(json.loads(tok), _token_span(self.path, tok), quoted=True)
+        return Word(str(tok), _token_span(self.path, tok))
+
+    # ---- values
+    def WORD(self, tok: Token) -> Word:  # noqa: N802 - Lark calls terminal callbacks by name
+        return self._word(tok)
+
+    def STRING(self, tok: Token) -> Word:  # noqa: N802
+        try:
+            return self._word(tok)
+        except json.JSONDecodeError:
+            # Not a JSON escape: keep the text between the quotes as written.
+            return Word(str(tok)[1:-1], _token_span(self.path, tok), quoted=True)
+
+    def DIRECTION(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    # ---- selectors
+    def _req(self, meta: Any, key: Word, op: Any, values: Sequence[Word]) -> Requirement:
+        return Requirement(key, op, tuple(values), self._span(meta))
+
+    def req_eq(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "=", [c[1]])
+
+    def req_ne(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "!=", [c[1]])
+
+    def req_in(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "in", c[1])
+
+    def req_notin(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "notin", c[1])
+
+    def req_exists(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "exists", [])
+
+    def req_not_exists(self, meta: Any, c: list[Any]) -> Requirement:
+        return self._req(meta, c[0], "!exists", [])
+
+    def value_list(self, meta: Any, c: list[Any]) -> list[Word]:
+        return [w for w in c if w is not None]
+
+    def selector(self, meta: Any, c: list[Requirement]) -> Selector:
+        return Selector(tuple(c), self._span(meta))
+
+    def bracket_selector(self, meta: Any, c: list[Any]) -> Selector:
+        if c[0] is None:
+            return Selector((), self._span(meta))
+        return Selector(c[0].requirements, self._span(meta))
+
+    def label(self, meta: Any, c: list[Word]) -> Label:
+        return Label(c[0], c[1])
+
+    def label_list(self, meta: Any, c: list[Label]) -> tuple[Label, ...]:
+        return tuple(c)
+
+    # ---- cidrs
+    def except_list(self, meta: Any, c: list[Word]) -> tuple[Word, ...]:
+        return tuple(c)
+
+    def cidr_item(self, meta: Any, c: list[Any]) -> CidrItem:
+        return CidrItem(c[0], c[1] or (), self._span(meta))
+
+    def cidrs_decl(self, meta: Any, c: list[Any]) -> CidrsDecl:
+        return CidrsDecl(c[0], tuple(c[1:]), self._span(meta))
+
+    # ---- peers
+    def ns_by_name(self, meta: Any, c: list[Word]) -> NsByName:
+        return NsByName(c[0], self._span(meta))
+
+    def ns_by_labels(self, meta: Any, c: list[Selector]) -> NsByLabels:
+        return NsByLabels(c[0], self._span(meta))
+
+    def ns_all(self, meta: Any, c: list[Any]) -> NsAll:
+        return NsAll(self._span(meta))
+
+    def all_pods(self, meta: Any, c: list[Any]) -> AllPods:
+        return AllPods(self._span(meta))
+
+    def ref_peer(self, meta: Any, c: list[Word]) -> RefPeer:
+        return RefPeer(c[0], c[0].span)
+
+    def pods_peer(self, meta: Any, c: list[Any]) -> PodsPeer:
+        return PodsPeer(c[0], c[1], self._span(meta))
+
+    def all_pods_peer(self, meta: Any, c: list[Any]) -> AllPodsPeer:
+        return AllPodsPeer(c[1], self._span(meta))
+
+    def namespace_peer(self, meta: Any, c: list[Any]) -> NamespacePeer:
+        return NamespacePeer(c[0], self._span(meta))
+
+    def cidr_peer(self, meta: Any, c: list[CidrItem]) -> CidrPeer:
+        return CidrPeer(c[0], self._span(meta))
+
+    def anywhere_peer(self, meta: Any, c: list[Any]) -> AnywherePeer:
+        return AnywherePeer(self._span(meta))
+
+    def peers(self, meta: Any, c: list[Peer]) -> tuple[Peer, ...]:
+        return tuple(c)
+
+    def port(self, meta: Any, c: list[Word]) -> Word:
+        return c[0]
+
+    def ports(self, meta: Any, c: list[Word]) -> tuple[Word, ...]:
+        return tuple(c)
+
+    def subjects(self, meta: Any, c: list[Any]) -> Subjects:
+        if isinstance(c[0], AllPods):
+            return c[0]
+        return tuple(c)
+
+    # ---- statements
+    def isolate_stmt(self, meta: Any, c: list[Any]) -> IsolateStmt:
+        return IsolateStmt(c[0], self._span(meta))
+
+    def dns_stmt(self, meta: Any, c: list[Any]) -> DnsStmt:
+        return DnsStmt(c[0], self._span(meta))
+
+    def service_decl(self, meta: Any, c: list[Any]) -> ServiceDecl:
+        return ServiceDecl(c[0], c[1], self._span(meta))
+
+    def group_decl(self, meta: Any, c: list[Word]) -> GroupDecl:
+        return GroupDecl(c[0], tuple(c[1:]), self._span(meta))
+
+    def accepts_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
+        return FlowStmt("ingress", c[0], c[1], c[2] or (), self._span(meta))
+
+    def connects_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
+        return FlowStmt("egress", c[0], c[1], c[2] or (), self._span(meta))
+
+    def ns_body(self, meta: Any, c: list[Any]) -> tuple[NamespaceStmt, ...]:
+        return tuple(c)
+
+    def namespace_block(self, meta: Any, c: list[Any]) -> NamespaceBlock:
+        return NamespaceBlock(c[0], c[1] or (), c[2], self._span(meta))
+
+    def start(self, meta: Any, c: list[TopStmt]) -> tuple[TopStmt, ...]:
+        return tuple(c)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+# Malformed samples -> a friendly message. Lark's match_examples finds the sample whose parser state
+# is the same as the failing input's. The table doubles as a test corpus (tests/test_parse.py).
+SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "a statement must be inside a `namespace NAME { ... }` block": [
+        "isolate\n",
+        "service a = app=a\n",
+        "a accepts b\n",
+        "allow dns\n",
+    ],
+    "expected `{`, a newline, or `labels key=value` after the namespace name": [
+        "namespace a b\n",
+        "namespace a accepts\n",
+    ],
+    "expected `accepts` or `connects to` after the service names": [
+        "namespace n {\n a b\n}\n",
+        "namespace n {\n a\n}\n",
+        "namespace n {\n a, b\n}\n",
+        "namespace n {\n a, b c\n}\n",
+        "namespace n {\n a connect to b\n}\n",
+        "namespace n {\n a accept b\n}\n",
+    ],
+    "expected `to` after `connects`": [
+        "namespace n {\n a connects b\n}\n",
+    ],
+    "expected a peer: a service name, `pods[...]`, `all pods`, `namespace NAME`, `namespaces[...]`, "
+    "`all namespaces`, `cidr CIDR` or `anywhere`": [
+        "namespace n {\n a accepts\n}\n",
+        "namespace n {\n a accepts on 80\n}\n",
+        "namespace n {\n a connects to\n}\n",
+        "namespace n {\n a accepts b,\n}\n",
+        "namespace n {\n a accepts [x=y]\n}\n",
+    ],
+    "expected `,` and another peer, `on PORTS`, or the end of the statement": [
+        "namespace n {\n a accepts b c\n}\n",
+        "namespace n {\n a accepts b port 80\n}\n",
+        "namespace n {\n a accepts b 80\n}\n",
+        "namespace n {\n a accepts b : 80\n}\n",
+        "namespace n {\n a accepts b:80\n}\n",
+    ],
+    "expected a port after `on` (a number, a range like 8000-9000, a name, or tcp/udp/sctp)": [
+        "namespace n {\n a accepts b on\n}\n",
+        "namespace n {\n a accepts b on 80,\n}\n",
+    ],
+    "expected `,` and another port, or the end of the statement": [
+        "namespace n {\n a accepts b on 80 443\n}\n",
+        "namespace n {\n a accepts b on 80 tcp\n}\n",
+    ],
+    "expected a label selector after `=`, such as `app=web` or `tier in (a, b)`": [
+        "namespace n {\n service a =\n}\n",
+        "namespace n {\n service a = ,\n}\n",
+    ],
+    "expected `=` and a label selector after the service name": [
+        "namespace n {\n service a\n}\n",
+        "namespace n {\n service a app=a\n}\n",
+        "namespace n {\n service\n}\n",
+    ],
+    "expected `,` and another label requirement, or the end of the selector": [
+        "namespace n {\n service a = app=a tier=b\n}\n",
+        "namespace n {\n service a = app=a b\n}\n",
+        "namespace n {\n a accepts pods[app=a b]\n}\n",
+    ],
+    "expected a label value after `=` (quote it if it has spaces or symbols)": [
+        "namespace n {\n service a = app=\n}\n",
+        "namespace n {\n service a = app=,b\n}\n",
+        "namespace n {\n a accepts pods[app=]\n}\n",
+        "namespace n {\n service a = app==a\n}\n",
+    ],
+    "expected a parenthesised value list, like `in (a, b)`": [
+        "namespace n {\n service a = app in a\n}\n",
+        "namespace n {\n service a = app notin a\n}\n",
+    ],
+    "unclosed `[`: expected `]` after the selector": [
+        "namespace n {\n a accepts pods[app=a\n}\n",
+    ],
+    "expected `[` and a label selector after `pods` / `namespaces`": [
+        "namespace n {\n a accepts pods app=a\n}\n",
+        "namespace n {\n a accepts namespaces env=a\n}\n",
+        "namespace n {\n a accepts pods\n}\n",
+    ],
+    "expected `pods` or `namespaces` after `all`": [
+        "namespace n {\n a accepts all\n}\n",
+        "namespace n {\n all accepts b\n}\n",
+        "namespace n {\n a accepts all pod\n}\n",
+    ],
+    "expected `namespace NAME`, `namespaces[...]` or `all namespaces` after `in`": [
+        "namespace n {\n a accepts pods[a=b] in\n}\n",
+        "namespace n {\n a accepts pods[a=b] in x\n}\n",
+    ],
+    "expected a CIDR after `cidr`, like 10.0.0.0/8": [
+        "namespace n {\n a accepts cidr\n}\n",
+        "cidrs x =\n",
+    ],
+    "expected a CIDR or a parenthesised list of CIDRs after `except`": [
+        "namespace n {\n a accepts cidr 10.0.0.0/8 except\n}\n",
+    ],
+    "expected `ingress`, `egress` or the end of the statement after `isolate`": [
+        "namespace n {\n isolate both\n}\n",
+        "namespace n {\n isolate ingress egress\n}\n",
+    ],
+    "expected `dns` after `allow` (other flows are written `X accepts Y` or `X connects to Y`)": [
+        "namespace n {\n allow b\n}\n",
+        "namespace n {\n allow\n}\n",
+    ],
+    "expected `for` and service names, or the end of the statement, after `allow dns`": [
+        "namespace n {\n allow dns a\n}\n",
+        "namespace n {\n allow dns for\n}\n",
+    ],
+    "unclosed `{`: the file ended inside a namespace block": [
+        "namespace n {\n",
+        "namespace n {\n isolate\n",
+        "namespace n {\n a accepts b\n",
+    ],
+    "unexpected `}` with no open block": [
+        "}\n",
+        "namespace n {\n}\n}\n",
+    ],
+    "expected the end of the statement (a newline or `;`)": [
+        "namespace n {}\n isolate",
+        "namespace n { isolate }\n",
+    ],
+}
+
+
+@functools.cache
+def _example_table() -> list[tuple[str, list[str]]]:
+    return list(SYNTAX_EXAMPLES.items())
+
+
+def _describe_token(exc: UnexpectedInput) -> str:
+    if isinstance(exc, UnexpectedEOF):
+        return "end of file"
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        if tok.type == "$END":
+            return "end of file"
+        if tok.type == "_END":
+            return "end of line" if tok.strip() == "" else "`;`"
+        text = str(tok).strip()
+        if tok.type not in ("WORD", "STRING") and text.isalpha():
+            return f"keyword `{text}`"
+        return f"`{text}`"
+    if isinstance(exc, UnexpectedCharacters):
+        return f"character {exc.char!r}"
+    return "input"
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
+    line = getattr(exc, "line", None) or 1
+    column = getattr(exc, "column", None) or 1
+    if line < 1:
+        line = len(source.lines) or 1
+        column = len(source.line(line)) + 1
+    found = _describe_token(exc)
+    label: str | None = None
+    try:
+        label = exc.match_examples(_parser().parse, _example_table(), use_accepts=True)
+    except Exception:  # noqa: BLE001 - a failed friendly lookup must never hide the real error
+        label = None
+    hint: str | None = None
+    if isinstance(exc, UnexpectedCharacters):
+        message = f"unexpected {found}"
+        if exc.char in "\"'":
+            hint = "strings are written in double quotes and cannot span lines"
+        elif exc.char == "'":
+            hint = "use double quotes"
+        label = label or None
+    else:
+        message = f"unexpected {found}"
+    if label:
+        message = f"{message}: {label}"
+    end_col = column + 1
+    if isinstance(exc, UnexpectedToken) and exc.token.type not in ("$END", "_END"):
+        end_col = column + max(1, len(str(exc.token).strip()))
+    if isinstance(exc, UnexpectedToken) and exc.token.type in ("WORD",):
+        tok = str(exc.token)
+        if tok in _keywords():
+            hint = f"`{tok}` is a keyword here; names cannot be keywords"
+    return error("syntax", message, Span(source.path, line, column, line, end_col), hint)
+
+
+@functools.cache
+def _keywords() -> frozenset[str]:
+    return frozenset(
+        str(t.pattern.value)
+        for t in _parser().terminals
+        if isinstance(t.pattern, lark.lexer.PatternStr) and str(t.pattern.value).isalpha()
+    )
+
+
+MAX_SYNTAX_ERRORS = 20
+
+
+def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
+    """Parse one file. On syntax errors, report up to MAX_SYNTAX_ERRORS of them (each offending line
+    is blanked and the parse retried, so later independent mistakes are found too) and return None."""
+    text = source.text
+    diagnostics: list[Diagnostic] = []
+    seen_lines: set[int] = set()
+    while True:
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as exc:
+            d = _syntax_diagnostic(exc, source)
+            assert d.span is not None
+            if d.span.line in seen_lines:
+                break
+            seen_lines.add(d.span.line)
+            diagnostics.append(d)
+            if len(diagnostics) >= MAX_SYNTAX_ERRORS:
+                break
+            lines = text.split("\n")
+            idx = d.span.line - 1
+            if not 0 <= idx < len(lines):
+                break
+            # Keep braces so the block structure survives; blank the rest of the offending line.
+            lines[idx] = "".join(ch if ch in "{}" else " " for ch in lines[idx])
+            text = "\n".join(lines)
+            continue
+        if diagnostics:
+            return None, diagnostics
+        statements = _Build(source.path).transform(tree)
+        return Module(source, statements), []
+    return None, diagnostics

@@ -1,0 +1,69 @@
+"""Jinja2 environment for the backends' templates, and the YAML-safe scalar filter they all use.
+
+Templates only lay data out; every interpolated value goes through `q`, which writes a YAML scalar that
+reads back as exactly the same value under YAML 1.1 (PyYAML, many tools) and YAML 1.2 (Go's yaml.v3,
+kubectl, Argo CD, Flux) alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from importlib import resources
+
+import jinja2
+
+# A plain (unquoted) scalar is only written when it cannot be read as anything but this string.
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
+# Words that YAML 1.1 or 1.2 resolves to booleans or null (any case), plus the .inf/.nan family,
+# which _PLAIN already excludes because it must start with a letter.
+_SPECIAL_WORDS = frozenset(
+    "y n yes no true false on off null nil none".split()
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\u2028\u2029\ufeff]")
+
+
+@functools.lru_cache(maxsize=65536)
+def yaml_scalar(value: object) -> str:
+    """`value` as a YAML flow scalar that reads back as the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"yaml_scalar: unsupported type {type(value).__name__}")
+    if _PLAIN.match(value) and value.lower() not in _SPECIAL_WORDS:
+        return value
+    # JSON strings are valid YAML double-quoted scalars; escaping non-ASCII keeps line breaks such as
+    # U+2028 and every non-printable character out of the text.
+    return json.dumps(value, ensure_ascii=True)
+
+
+def chomp(text: str) -> str:
+    """Drop the final newline of a macro's output, so a call on its own template line adds none."""
+    return text[:-1] if text.endswith("\n") else text
+
+
+def comment_text(value: object) -> str:
+    """Text safe to place after `# ` on one line: no line breaks, no control characters."""
+    return _CONTROL.sub("?", str(value).replace("\r", " ").replace("\n", " "))
+
+
+@functools.cache
+def environment(target: str) -> jinja2.Environment:
+    folder = resources.files("netdsl.templates").joinpath(target)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - YAML, not HTML; escaping is the `q` filter's job
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = yaml_scalar
+    env.filters["comment"] = comment_text
+    env.filters["chomp"] = chomp
+    return env
