@@ -40,6 +40,7 @@ CODES: Mapping[str, str] = {
     # lints (warnings)
     "egress-without-dns": "Egress is restricted but DNS is not allowed, so name resolution fails.",
     "selects-nothing": "A selector matches nothing the program declares.",
+    "namespace-name-label": "Namespaces selected by a `name` label, which Kubernetes never sets.",
     "redundant": "A statement repeats one that already says the same.",
     "empty-group": "A group or service list is empty.",
     # output

@@ -157,6 +157,8 @@ class Lowering:
         self.isolations: list[ir.Isolation] = []
         self.rules: list[ir.Rule] = []
         self.sources = {m.source.path: m.source for m in modules}
+        # Names whose declaration was rejected: uses of them are not reported again as unknown.
+        self.failed: set[tuple[str, str]] = set()
 
     # ---- reporting
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
@@ -218,12 +220,16 @@ class Lowering:
             self.error("invalid-name", f"invalid cidr set name {name!r}: {why}", stmt.name.span)
         if name in self.cidr_sets:
             first = self.cidr_sets[name].span
+            self.failed.add(("", name))
             self.error(
                 "duplicate-name", f"cidr set `{name}` is declared twice", stmt.name.span,
                 f"first declared at {first}",
             )
             return
         peers = [p for item in stmt.items if (p := self.lower_cidr(item, label=name)) is not None]
+        if len(peers) != len(stmt.items):
+            self.failed.add(("", name))
+            return
         self.cidr_sets[name] = _CidrSet(name, tuple(peers), stmt.name.span)
 
     def declare_namespace(self, block: parse.NamespaceBlock) -> None:
@@ -293,12 +299,15 @@ class Lowering:
     def declare_service(self, ns: _Namespace, stmt: parse.ServiceDecl) -> None:
         selector = self.lower_selector(stmt.selector, what=f"service `{stmt.name.text}`")
         if not self.check_service_name(ns, stmt.name, "service") or selector is None:
+            self.failed.add((ns.name, stmt.name.text))
             return
         ns.services[stmt.name.text] = Workload(ns.name, stmt.name.text, selector, stmt.name.span)
 
     def declare_group(self, ns: _Namespace, stmt: parse.GroupDecl) -> None:
         if self.check_service_name(ns, stmt.name, "group"):
             ns.groups[stmt.name.text] = (stmt.members, stmt.name.span)
+        else:
+            self.failed.add((ns.name, stmt.name.text))
 
     def check_groups(self, ns: _Namespace) -> None:
         for name in ns.groups:
@@ -320,7 +329,7 @@ class Lowering:
                         self.error("conflict", f"group `{name}` contains itself through `{m.text}`", m.span)
                     continue
                 out.extend(self.expand(ns, m.text, seen, report))
-            elif report:
+            elif report and (ns.name, m.text) not in self.failed:
                 self.error(
                     "unknown-name", f"no service or group `{m.text}` in namespace `{ns.name}`", m.span,
                     self.did_you_mean(m.text, [*ns.services, *ns.groups]),
@@ -463,7 +472,7 @@ class Lowering:
         for word in subjects:
             if word.text in ns.services or word.text in ns.groups:
                 out.extend(self.expand(ns, word.text, set()))
-            else:
+            elif (ns.name, word.text) not in self.failed:
                 self.error(
                     "unknown-name", f"no service or group `{word.text}` in namespace `{ns.name}`", word.span,
                     self.did_you_mean(word.text, [*ns.services, *ns.groups])
@@ -561,6 +570,8 @@ class Lowering:
             ]
         if name in self.cidr_sets:
             return list(self.cidr_sets[name].peers)
+        if (ns.name, name) in self.failed or ("", name) in self.failed:
+            return []
         hint = self.did_you_mean(name, [*ns.services, *ns.groups, *self.cidr_sets])
         if hint is None and name in self.namespaces:
             hint = f"`{name}` is a namespace; write `namespace {name}` for all of its pods"
@@ -586,7 +597,7 @@ class Lowering:
         eq = sel.equalities()
         if "name" in eq and not any("name" in n.labels for n in self.namespaces.values()):
             self.warn(
-                "selects-nothing",
+                "namespace-name-label",
                 f"Kubernetes does not set a `name` label on namespaces, so `name={eq['name']}` "
                 "matches no namespace unless you label it yourself",
                 scope.span,
@@ -641,10 +652,9 @@ class Lowering:
                     ]
                 for ns in targets:
                     for r in restricting[(ns.name, rule.direction.opposite)].compatible(peer.pods):
-                        selector = peer.pods.conjoin(r.selector)
-                        if not selector.satisfiable:
+                        subject = self.counterpart_subject(ns, peer.pods, r)
+                        if subject is None:
                             continue
-                        subject = self.workload_for(ns, selector, r)
                         new = ir.Rule(subject, rule.direction.opposite, (back,), rule.ports, rule.span,
                                       rule.text, derived=True)
                         key = _rule_key(new)
@@ -653,9 +663,22 @@ class Lowering:
                             derived.append(new)
         return derived
 
-    def workload_for(self, ns: _Namespace, selector: Selector, restricting: Workload) -> Workload:
-        """The workload a derived rule attaches to: a declared service if one has exactly this selector,
-        else a compiler-made workload named after its labels."""
+    def counterpart_subject(self, ns: _Namespace, peer: Selector, restricting: Workload) -> Workload | None:
+        """Which pods the other half of a flow attaches to, given a peer selector and one workload whose
+        opposite direction the program restricts.
+
+        netdsl reasons about workloads as declared: a service's pods are the ones its selector describes.
+        * peer within the restricted workload (its requirements include all of the workload's, e.g. the
+          workload is `all pods`): the peer's pods are restricted -> attach to the peer's pods;
+        * the restricted workload within the peer (its labels satisfy the peer): attach to the workload;
+        * otherwise the two are different workloads (say `app=web` and `role=db`) and nothing is needed.
+        """
+        if set(restricting.selector.requirements) <= set(peer.requirements):
+            selector = peer
+        elif peer.matches(restricting.selector.example_labels() or {}):
+            return restricting
+        else:
+            return None
         if selector == restricting.selector:
             return restricting
         for s in ns.services.values():
@@ -721,6 +744,8 @@ class Lowering:
                 if not isinstance(p, ir.PodPeer):
                     continue
                 if isinstance(p.namespaces, ir.NamespaceBySelector):
+                    if "name" in p.namespaces.selector.equalities():
+                        continue  # already reported as namespace-name-label
                     if not any(p.namespaces.selector.matches(lab) for lab in ns_labels.values()):
                         key = (r.span, str(p.namespaces.selector))
                         if key not in reported:

@@ -7,8 +7,9 @@ installed into the project's environment.  :func:`ensure_nca` creates, once, a d
 * under an exclusive ``flock`` on ``<venv>.lock`` (concurrent pytest workers/processes wait for each other),
 * finished by writing a marker file last, so a half-built venv (crash, Ctrl-C) is detected and rebuilt.
 
-If the install fails, :func:`connectivity` skips the calling test (``pytest.skip``) when the ``CI`` environment
-variable is unset/false, and raises :class:`NCAUnavailable` when it is set (CI=true must fail loudly).
+If the install fails, :func:`connectivity` skips the calling test (``pytest.skip``) when the ``CI``
+environment variable is unset/false, and raises :class:`NCAUnavailableError` when it is set (CI=true must
+fail loudly).  A failed install is remembered for the rest of the process (no retry per test).
 
 Public API::
 
@@ -89,7 +90,7 @@ __all__ = [
     "NCAError",
     "NCAGuardError",
     "NCAOutputError",
-    "NCAUnavailable",
+    "NCAUnavailableError",
     "Pod",
     "Topology",
     "connectivity",
@@ -119,7 +120,7 @@ class NCAError(RuntimeError):
     """Base class of the harness's errors."""
 
 
-class NCAUnavailable(NCAError):
+class NCAUnavailableError(NCAError):
     """The NCA venv could not be created / NCA could not be installed."""
 
 
@@ -154,7 +155,8 @@ def _namespace_docs(topology: Topology) -> list[dict[str, Any]]:
         all_labels = dict(labels)
         if all_labels.setdefault("kubernetes.io/metadata.name", name) != name:
             raise ValueError(f"namespace {name!r}: label kubernetes.io/metadata.name must equal its name")
-        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": all_labels}})
+        docs.append({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": name, "labels": all_labels}})
     return docs
 
 
@@ -227,17 +229,22 @@ def _run_logged(cmd: list[str], log: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False)
     log.append(proc.stdout[-4000:] + proc.stderr[-4000:])
     if proc.returncode != 0:
-        raise NCAUnavailable(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(log))
+        raise NCAUnavailableError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                                  + "\n".join(log))
 
 
 def _create_venv(venv: Path) -> None:
     shutil.rmtree(venv, ignore_errors=True)  # a leftover without marker is a half-built venv
     log: list[str] = []
-    _run_logged([sys.executable, "-m", "venv", str(venv)], log)
-    py = str(venv / "bin" / "python")
-    _run_logged([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 f"network-config-analyzer=={NCA_VERSION}"], log)
-    _run_logged([str(_nca_exe(venv)), "--version"], log)
+    try:
+        _run_logged([sys.executable, "-m", "venv", str(venv)], log)
+        py = str(venv / "bin" / "python")
+        _run_logged([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                     f"network-config-analyzer=={NCA_VERSION}"], log)
+        _run_logged([str(_nca_exe(venv)), "--version"], log)
+    except BaseException:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise
     tmp = venv / (_MARKER + ".tmp")
     tmp.write_text(NCA_VERSION + "\n")
     os.replace(tmp, venv / _MARKER)
@@ -253,8 +260,9 @@ def _unavailable(reason: str) -> NoReturn:
         except ImportError:
             pass
         else:
-            pytest.skip(f"network-config-analyzer {NCA_VERSION} unavailable (CI unset, so skipping): {reason}")
-    raise NCAUnavailable(reason)
+            pytest.skip(f"network-config-analyzer {NCA_VERSION} unavailable (CI unset, so skipping): "
+                        f"{reason}")
+    raise NCAUnavailableError(reason)
 
 
 def ensure_nca() -> Path:
@@ -266,7 +274,7 @@ def ensure_nca() -> Path:
             with _locked(venv.with_name(venv.name + ".lock")):
                 if not _ready(venv):
                     _create_venv(venv)
-        except (OSError, subprocess.SubprocessError, NCAUnavailable) as exc:
+        except (OSError, subprocess.SubprocessError, NCAUnavailableError) as exc:
             _install_error = f"could not create the NCA venv at {venv}: {exc}"
     if _install_error is not None:
         _unavailable(_install_error)
@@ -288,7 +296,8 @@ _AUDIT_HOOK = textwrap.dedent('''
 
             def _audited(self, *args, **kwargs):
                 result = _orig(self, *args, **kwargs)
-                keys = [[name, getattr(kind, "name", str(kind))] for (name, kind) in self.policies_container.policies]
+                keys = [[name, getattr(kind, "name", str(kind))]
+                        for (name, kind) in self.policies_container.policies]
                 with open(_log, "a") as fh:
                     fh.write(json.dumps({"policies": keys}) + "\\n")
                 return result
@@ -300,8 +309,9 @@ _AUDIT_HOOK = textwrap.dedent('''
 ''')
 
 
-def _expected_policies(manifests_yaml: str, topology: Topology,
-                       kinds_expected: frozenset[tuple[str, str]]) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
+def _expected_policies(
+    manifests_yaml: str, topology: Topology, kinds_expected: frozenset[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
     """Validate the input documents; return them (as NCA will get them) and the keys NCA must load."""
     unsupported = set(kinds_expected) - set(_NCA_POLICY_TYPE)
     if unsupported:
@@ -333,7 +343,8 @@ def _expected_policies(manifests_yaml: str, topology: Topology,
         else:
             namespace = meta.get("namespace") or "default"
             if namespace not in topology.namespaces:
-                raise ValueError(f"{where} ({name}) is in namespace {namespace!r}, which is not in the topology")
+                raise ValueError(f"{where} ({name}) is in namespace {namespace!r}, "
+                                 "which is not in the topology")
             full_name = f"{namespace}/{name}"
         if api_kind[0] == "projectcalico.org/v3":
             spec = doc.get("spec")
@@ -345,7 +356,8 @@ def _expected_policies(manifests_yaml: str, topology: Topology,
                 doc = {**doc, "spec": {k: v for k, v in spec.items() if k != "tier"}}
         key = (full_name, _NCA_POLICY_TYPE[api_kind])
         if key in expected:
-            raise NCAGuardError(f"{where}: duplicate policy {key[1]} {full_name} (NCA would keep only the first)")
+            raise NCAGuardError(f"{where}: duplicate policy {key[1]} {full_name} "
+                                "(NCA would keep only the first)")
         expected.add(key)
         docs.append(doc)
     return docs, expected
@@ -358,8 +370,8 @@ def _check_audit(audit_file: Path, expected: set[tuple[str, str]], stderr: str) 
     errors = [r["hook_error"] for r in records if "hook_error" in r]
     passes = [r["policies"] for r in records if "policies" in r]
     if errors or not passes:
-        raise NCAGuardError(f"the NCA audit hook did not run ({errors or 'no record'}); cannot verify that NCA "
-                            f"loaded every policy.\nNCA stderr:\n{stderr}")
+        raise NCAGuardError(f"the NCA audit hook did not run ({errors or 'no record'}); cannot verify "
+                            f"that NCA loaded every policy.\nNCA stderr:\n{stderr}")
     loaded = {(name, kind) for name, kind in passes[-1]}
     if loaded != expected:
         raise NCAGuardError(
@@ -373,7 +385,7 @@ def _check_audit(audit_file: Path, expected: set[tuple[str, str]], stderr: str) 
 
 _DIMENSIONS = ("protocols", "src_ports", "dst_ports", "icmp_type", "icmp_code", "methods", "paths", "hosts",
                "src_peers", "dst_peers")
-_DIM_SPLIT = re.compile(r",(?=(?:%s):)" % "|".join(_DIMENSIONS))
+_DIM_SPLIT = re.compile(r",(?=(?:" + "|".join(_DIMENSIONS) + r"):)")
 _CUBE = re.compile(r"\{([^{}]*)\}")
 _LINE = re.compile(r"^(?P<src>\S+) => (?P<dst>\S+) : (?P<conns>\S.*)$")
 
@@ -480,13 +492,14 @@ class _IpEdge:
     conns: _ConnSet
 
     def covers(self, ip: _IP) -> bool:
-        return any(lo.version == ip.version and lo <= ip <= hi for lo, hi in self.ranges)
+        return any(lo.version == ip.version and int(lo) <= int(ip) <= int(hi) for lo, hi in self.ranges)
 
 
 class Connectivity:
     """The connectivity map NCA computed for one (manifests, topology)."""
 
-    def __init__(self, output: str, stderr: str, pods: frozenset[str], loaded_policies: tuple[str, ...]) -> None:
+    def __init__(self, output: str, stderr: str, pods: frozenset[str],
+                 loaded_policies: tuple[str, ...]) -> None:
         self.raw_output = output
         self.stderr = stderr
         self.loaded_policies = loaded_policies  # "<NCA PolicyType> <ns/name>" for every policy NCA loaded
@@ -521,7 +534,8 @@ class Connectivity:
         try:
             return ipaddress.ip_address(endpoint)
         except ValueError:
-            raise ValueError(f"{endpoint!r} is neither a topology pod (namespace/name) nor an IP address") from None
+            raise ValueError(f"{endpoint!r} is neither a topology pod (namespace/name) "
+                             "nor an IP address") from None
 
     def allowed(self, src: str, dst: str, protocol: str, port: int) -> bool:
         """Whether NCA says ``src`` may open a ``protocol``/``port`` connection to ``dst``."""
@@ -551,8 +565,12 @@ def _dump(docs: Sequence[Mapping[str, Any]]) -> str:
     return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False) if docs else ""
 
 
-def connectivity(manifests_yaml: str, topology: Topology, *,
-                 kinds_expected: frozenset[tuple[str, str]] | set[tuple[str, str]] = DEFAULT_KINDS) -> Connectivity:
+def connectivity(
+    manifests_yaml: str,
+    topology: Topology,
+    *,
+    kinds_expected: frozenset[tuple[str, str]] | set[tuple[str, str]] = DEFAULT_KINDS,
+) -> Connectivity:
     """Run NCA's connectivity-map query on ``manifests_yaml`` (policy documents only) over ``topology``.
 
     ``kinds_expected``: (apiVersion, kind) pairs the documents may have; any other document raises
