@@ -73,7 +73,7 @@ def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fm
     result = compile_paths(paths, target, stdin_text=_stdin_if_needed(paths))
     if result.ok and output is not None:
         try:
-            written, removed = write_directory(output, result.manifests)
+            _written, removed = write_directory(output, result.manifests)
         except OSError as exc:
             result.diagnostics.append(error("output", str(exc)))
         else:

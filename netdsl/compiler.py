@@ -40,7 +40,9 @@ def display_path(path: Path) -> str:
     return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
 
 
-def read_sources(paths: Sequence[str], stdin_text: str | None = None) -> tuple[list[SourceFile], list[Diagnostic]]:
+def read_sources(
+    paths: Sequence[str], stdin_text: str | None = None
+) -> tuple[list[SourceFile], list[Diagnostic]]:
     """Files as given, directories as every *.seg below them (sorted), `-` as standard input."""
     files: list[SourceFile] = []
     diags: list[Diagnostic] = []
@@ -94,7 +96,9 @@ def check(paths: Sequence[str], stdin_text: str | None = None) -> Result:
     modules = []
     for f in files:
         if "\x00" in f.text:
-            result.diagnostics.append(error("encoding", f"{f.path}: binary data (NUL bytes), not a .seg file"))
+            result.diagnostics.append(
+                error("encoding", f"{f.path}: binary data (NUL bytes), not a .seg file")
+            )
             continue
         module, errors = parse(f)
         result.diagnostics.extend(errors)

@@ -253,6 +253,11 @@ class Workload:
     span: Span | None = field(default=None, compare=False)
     declared: bool = True
 
+    @property
+    def example(self) -> dict[str, str]:
+        """The labels of a pod of this workload as the program models it (see Selector.example_labels)."""
+        return self.selector.example_labels() or {}
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

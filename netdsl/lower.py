@@ -42,9 +42,8 @@ DNS_PORTS = (PortMatch(Protocol.UDP, 53), PortMatch(Protocol.TCP, 53))
 def check_label_key(key: str) -> str | None:
     """Why `key` is not a valid Kubernetes label key, or None if it is."""
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
-            return f"the prefix {prefix!r} must be a DNS subdomain (lowercase letters, digits, '-', '.')"
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return f"the prefix {prefix!r} must be a DNS subdomain (lowercase letters, digits, '-', '.')"
     if not name:
         return "the name part is empty"
     if len(name) > 63:
@@ -118,9 +117,9 @@ class _CidrSet:
     span: Span
 
 
-class _Restricting:
-    """The workloads that restrict one direction in one namespace, indexed by their key=value labels
-    so that finding the ones a selector can overlap is not a scan of every service."""
+class _WorkloadIndex:
+    """Workloads indexed by their key=value labels, so that finding the ones a selector can overlap
+    is not a scan of every service (programs have thousands)."""
 
     def __init__(self, workloads: list[Workload]) -> None:
         self.workloads = workloads
@@ -146,6 +145,24 @@ class _Restricting:
         if candidates is None:
             return self.workloads
         return sorted(candidates, key=self.order.__getitem__)
+
+
+class _Coverage:
+    """Answers "does an explicit rule already allow this?", so that the other half of a flow is not
+    emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2)."""
+
+    def __init__(self, rules: list[ir.Rule]) -> None:
+        self.by_subject: dict[tuple[str, Selector, Direction], list[ir.Rule]] = {}
+        for r in rules:
+            self.by_subject.setdefault((r.subject.namespace, r.subject.selector, r.direction), []).append(r)
+
+    def covers(self, new: ir.Rule) -> bool:
+        for r in self.by_subject.get((new.subject.namespace, new.subject.selector, new.direction), ()):
+            peers_ok = all(p in r.peers for p in new.peers) or any(isinstance(p, ir.AnyPeer) for p in r.peers)
+            ports_ok = not r.ports or (bool(new.ports) and set(new.ports) <= set(r.ports))
+            if peers_ok and ports_ok:
+                return True
+        return False
 
 
 class Lowering:
@@ -176,11 +193,11 @@ class Lowering:
     # ---- entry point
     def run(self) -> ir.Program:
         for module in self.modules:
-            for stmt in module.statements:
-                if isinstance(stmt, parse.CidrsDecl):
-                    self.declare_cidrs(stmt)
+            for top in module.statements:
+                if isinstance(top, parse.CidrsDecl):
+                    self.declare_cidrs(top)
                 else:
-                    self.declare_namespace(stmt)
+                    self.declare_namespace(top)
         for ns in self.namespaces.values():
             for block in ns.blocks:
                 for stmt in block.statements:
@@ -621,10 +638,20 @@ class Lowering:
 
     def derive_counterparts(self, explicit: list[ir.Rule]) -> list[ir.Rule]:
         """For each flow, the other half: where the program restricts the peer's opposite direction,
-        emit the rule that lets this flow through there too (a flow means the connection works)."""
+        emit the rule that lets this flow through there too (a flow means the connection works).
+
+        netdsl reasons about workloads as declared: a service's pods are those its selector describes.
+        For a peer `P` in namespace `m` whose opposite direction some workload `r` restricts:
+        * if every pod of `P` is restricted (`r` is `all pods`, an isolated namespace, or `P` is
+          narrower than `r`), the other half attaches to `P`'s pods;
+        * otherwise it attaches to each restricted declared service that lies within `P`.
+        Differently-labelled services (`app=web`, `role=db`) are different workloads: netdsl does not
+        emit a policy for every conceivable pod carrying both.
+        """
         isolated = {(i.namespace, i.direction) for i in self.isolations}
-        restricting: dict[tuple[str, Direction], _Restricting] = {}
-        for name in self.namespaces:
+        restricting: dict[tuple[str, Direction], _WorkloadIndex] = {}
+        restricted: dict[tuple[str, Direction], _WorkloadIndex] = {}
+        for name, ns in self.namespaces.items():
             for d in Direction:
                 if (name, d) in isolated:
                     workloads = [self.all_pods(name)]
@@ -632,14 +659,22 @@ class Lowering:
                     workloads = list(dict.fromkeys(
                         r.subject for r in explicit if r.subject.namespace == name and r.direction is d
                     ))
-                restricting[(name, d)] = _Restricting(workloads)
+                index = restricting[(name, d)] = _WorkloadIndex(workloads)
+                restricted[(name, d)] = _WorkloadIndex([
+                    s for s in ns.services.values()
+                    if any(r.selector.matches(s.example) for r in index.compatible(s.selector))
+                ])
         ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
         seen = {_rule_key(r) for r in explicit}
+        covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
         for rule in explicit:
             back = ir.PodPeer(ir.NamespaceByName(rule.subject.namespace), rule.subject.selector,
                               _peer_label(rule.subject))
+            opposite = rule.direction.opposite
             for peer in rule.peers:
+                if isinstance(peer, ir.AnyPeer):  # every pod is among the peers of `anywhere`
+                    peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")  # noqa: PLW2901
                 if not isinstance(peer, ir.PodPeer):
                     continue
                 if isinstance(peer.namespaces, ir.NamespaceByName):
@@ -651,36 +686,38 @@ class Lowering:
                         if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
                     ]
                 for ns in targets:
-                    for r in restricting[(ns.name, rule.direction.opposite)].compatible(peer.pods):
-                        subject = self.counterpart_subject(ns, peer.pods, r)
-                        if subject is None:
-                            continue
-                        new = ir.Rule(subject, rule.direction.opposite, (back,), rule.ports, rule.span,
-                                      rule.text, derived=True)
+                    for subject in self.counterpart_subjects(
+                        ns, peer.pods, restricting[(ns.name, opposite)], restricted[(ns.name, opposite)]
+                    ):
+                        new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
+                                      derived=True)
                         key = _rule_key(new)
-                        if key not in seen:
+                        if key not in seen and not covered.covers(new):
                             seen.add(key)
                             derived.append(new)
         return derived
 
-    def counterpart_subject(self, ns: _Namespace, peer: Selector, restricting: Workload) -> Workload | None:
-        """Which pods the other half of a flow attaches to, given a peer selector and one workload whose
-        opposite direction the program restricts.
+    def counterpart_subjects(
+        self, ns: _Namespace, peer: Selector, restricting: _WorkloadIndex, restricted: _WorkloadIndex
+    ) -> list[Workload]:
+        candidates = restricting.compatible(peer)
+        pods = set(peer.requirements)
+        if any(set(r.selector.requirements) <= pods for r in candidates):
+            return [self.peer_workload(ns, peer)]  # every pod of the peer is restricted
+        if any(s.selector == peer for s in ns.services.values()):
+            # A service: the restricted services inside it (services are workloads, see above).
+            return [s for s in restricted.compatible(peer) if peer.matches(s.example)]
+        # An ad-hoc `pods[...]` peer may overlap any workload: cover exactly the overlap.
+        out: list[Workload] = []
+        for r in candidates:
+            both = peer.conjoin(r.selector)
+            if both.satisfiable:
+                out.append(r if both == r.selector else self.peer_workload(ns, both))
+        return list(dict.fromkeys(out))
 
-        netdsl reasons about workloads as declared: a service's pods are the ones its selector describes.
-        * peer within the restricted workload (its requirements include all of the workload's, e.g. the
-          workload is `all pods`): the peer's pods are restricted -> attach to the peer's pods;
-        * the restricted workload within the peer (its labels satisfy the peer): attach to the workload;
-        * otherwise the two are different workloads (say `app=web` and `role=db`) and nothing is needed.
-        """
-        if set(restricting.selector.requirements) <= set(peer.requirements):
-            selector = peer
-        elif peer.matches(restricting.selector.example_labels() or {}):
-            return restricting
-        else:
-            return None
-        if selector == restricting.selector:
-            return restricting
+    def peer_workload(self, ns: _Namespace, selector: Selector) -> Workload:
+        """The workload a derived rule attaches to: the declared service with exactly this selector if
+        there is one, else a compiler-made workload named after its labels."""
         for s in ns.services.values():
             if s.selector == selector:
                 return s
@@ -801,8 +838,8 @@ def _rule_key(r: ir.Rule) -> tuple[object, ...]:
 
 def _reaches(rule: ir.Rule, namespace: str, labels: dict[str, str], protocol: Protocol, port: int) -> bool:
     ports_ok = not rule.ports or any(
-        p.protocol is protocol and (p.port is None and p.name is None or
-                                    p.port is not None and p.port <= port <= (p.end_port or p.port))
+        p.protocol is protocol and ((p.port is None and p.name is None) or
+                                    (p.port is not None and p.port <= port <= (p.end_port or p.port)))
         for p in rule.ports
     )
     if not ports_ok:

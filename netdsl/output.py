@@ -57,16 +57,16 @@ def write_directory(directory: Path, manifests: Sequence[Manifest]) -> tuple[lis
                 fh.write(text)
             staged.append((rel, Path(tmp)))
     except BaseException:
-        for _, tmp in staged:
-            tmp.unlink(missing_ok=True)
+        for _, path in staged:
+            path.unlink(missing_ok=True)
         raise
     written = []
-    for rel, tmp in staged:
+    for rel, staged_path in staged:
         target = directory / rel
         if target.exists() and target.read_text(encoding="utf-8") == files[rel]:
-            tmp.unlink()  # unchanged: keep the file (and its mtime) as it is
+            staged_path.unlink()  # unchanged: keep the file (and its mtime) as it is
         else:
-            os.replace(tmp, target)
+            os.replace(staged_path, target)
             written.append(rel)
     removed = []
     for path in sorted(directory.rglob("*.yaml")):

@@ -379,6 +379,12 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "service a = app=a\n",
         "a accepts b\n",
         "allow dns\n",
+        "namespace n {}\nisolate\n",
+        "namespace n {}\na accepts b\n",
+    ],
+    "expected a namespace name after `namespace`": [
+        "namespace\n",
+        "namespace {\n}\n",
     ],
     "expected `{`, a newline, or `labels key=value` after the namespace name": [
         "namespace a b\n",
@@ -398,7 +404,6 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a peer: a service name, `pods[...]`, `all pods`, `namespace NAME`, `namespaces[...]`, "
     "`all namespaces`, `cidr CIDR` or `anywhere`": [
         "namespace n {\n a accepts\n}\n",
-        "namespace n {\n a accepts on 80\n}\n",
         "namespace n {\n a connects to\n}\n",
         "namespace n {\n a accepts b,\n}\n",
         "namespace n {\n a accepts [x=y]\n}\n",
@@ -408,7 +413,8 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "namespace n {\n a accepts b port 80\n}\n",
         "namespace n {\n a accepts b 80\n}\n",
         "namespace n {\n a accepts b : 80\n}\n",
-        "namespace n {\n a accepts b:80\n}\n",
+        "namespace n {\n a accepts b, c d\n}\n",
+        "namespace n {\n a accepts pods[x=y] z\n}\n",
     ],
     "expected a port after `on` (a number, a range like 8000-9000, a name, or tcp/udp/sctp)": [
         "namespace n {\n a accepts b on\n}\n",
@@ -417,6 +423,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected `,` and another port, or the end of the statement": [
         "namespace n {\n a accepts b on 80 443\n}\n",
         "namespace n {\n a accepts b on 80 tcp\n}\n",
+        "namespace n {\n a accepts b on 80, 443 8080\n}\n",
     ],
     "expected a label selector after `=`, such as `app=web` or `tier in (a, b)`": [
         "namespace n {\n service a =\n}\n",
@@ -431,12 +438,19 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "namespace n {\n service a = app=a tier=b\n}\n",
         "namespace n {\n service a = app=a b\n}\n",
         "namespace n {\n a accepts pods[app=a b]\n}\n",
+        "namespace n {\n service a = app=a, tier=b c\n}\n",
     ],
     "expected a label value after `=` (quote it if it has spaces or symbols)": [
         "namespace n {\n service a = app=\n}\n",
         "namespace n {\n service a = app=,b\n}\n",
         "namespace n {\n a accepts pods[app=]\n}\n",
         "namespace n {\n service a = app==a\n}\n",
+        "namespace n {\n a accepts pods[x=y, z=]\n}\n",
+        "namespace n labels a= {\n}\n",
+    ],
+    "expected a label key after `!` (`!key` means the pod has no such label)": [
+        "namespace n {\n service a = !\n}\n",
+        "namespace n {\n a accepts pods[!]\n}\n",
     ],
     "expected a parenthesised value list, like `in (a, b)`": [
         "namespace n {\n service a = app in a\n}\n",
@@ -478,6 +492,31 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "namespace n {\n allow dns a\n}\n",
         "namespace n {\n allow dns for\n}\n",
     ],
+    "expected `=` and a comma-separated list of service or group names after `group NAME`": [
+        "namespace n {\n group g\n}\n",
+        "namespace n {\n group g =\n}\n",
+        "namespace n {\n group g a, b\n}\n",
+    ],
+    "expected `,` and another name, or the end of the statement": [
+        "namespace n {\n group g = a b\n}\n",
+        "namespace n {\n allow dns for a b\n}\n",
+    ],
+    "expected `=` and a comma-separated list of CIDRs after `cidrs NAME`": [
+        "cidrs x 10.0.0.0/8\n",
+        "cidrs\n",
+    ],
+    "expected `,` and another CIDR, `except`, or the end of the statement": [
+        "cidrs x = 10.0.0.0/8 y\n",
+        "namespace n {\n a accepts cidr 10.0.0.0/8 y\n}\n",
+    ],
+    "expected `key=value` labels after `labels`": [
+        "namespace n labels {\n}\n",
+        "namespace n labels\n",
+    ],
+    "expected a statement: `isolate`, `allow dns`, `service`, `group`, or a flow like `a accepts b`": [
+        "namespace n {\n = a\n}\n",
+        "namespace n {\n @\n}\n",
+    ],
     "unclosed `{`: the file ended inside a namespace block": [
         "namespace n {\n",
         "namespace n {\n isolate\n",
@@ -488,7 +527,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "namespace n {\n}\n}\n",
     ],
     "expected the end of the statement (a newline or `;`)": [
-        "namespace n {}\n isolate",
+        "namespace n {} isolate\n",
         "namespace n { isolate }\n",
     ],
 }
@@ -527,7 +566,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
     label: str | None = None
     try:
         label = exc.match_examples(_parser().parse, _example_table(), use_accepts=True)
-    except Exception:  # noqa: BLE001 - a failed friendly lookup must never hide the real error
+    except Exception:
         label = None
     hint: str | None = None
     if isinstance(exc, UnexpectedCharacters):

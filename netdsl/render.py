@@ -19,7 +19,7 @@ _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
 # Words that YAML 1.1 or 1.2 resolves to booleans or null (any case), plus the .inf/.nan family,
 # which _PLAIN already excludes because it must start with a letter.
 _SPECIAL_WORDS = frozenset(
-    "y n yes no true false on off null nil none".split()
+    ["y", "n", "yes", "no", "true", "false", "on", "off", "null", "nil", "none"]
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\u2028\u2029\ufeff]")
 
@@ -58,7 +58,7 @@ def environment(target: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - YAML, not HTML; escaping is the `q` filter's job
+        autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,

@@ -24,10 +24,8 @@ from netdsl.diagnostics import Diagnostic, error
 from netdsl.render import environment
 from netdsl.source import Span
 
-try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+# libyaml's loader when PyYAML has it (it is several times faster), else the pure-Python one.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Capability(str, Enum):
@@ -129,7 +127,11 @@ def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Di
     env = environment(backend.name)
     problems: list[Diagnostic] = []
     for m in manifests:
-        m.text = env.get_template(m.template).render(m.context)
+        try:
+            m.text = env.get_template(m.template).render(m.context)
+        except Exception as exc:  # a template bug must surface as a diagnostic, never a traceback
+            return [error("internal", f"{m.kind} {m.namespace or ''}/{m.name}: template {m.template} "
+                          f"failed: {type(exc).__name__}: {exc}")]
     # One parse for the whole stream is much faster than one per document.
     stream = "".join("---\n" + m.text for m in manifests)
     try:
@@ -138,7 +140,7 @@ def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Di
         return [error("internal", f"rendered YAML does not parse: {exc}")]
     if len(docs) != len(manifests):
         return [error("internal", f"rendered {len(docs)} YAML documents for {len(manifests)} objects")]
-    for m, doc in zip(manifests, docs):
+    for m, doc in zip(manifests, docs, strict=False):
         if doc != m.body:
             problems.append(error(
                 "internal",

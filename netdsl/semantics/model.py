@@ -1,0 +1,138 @@
+"""What the semantic engine reasons about: endpoints, a topology, connections and verdicts.
+
+Pods have labels and named container ports but no IP addresses: CIDR peers match only external
+endpoints. Whether an ipBlock / `nets` / `toCIDR` matches a pod's own IP differs between CNIs (the
+Kubernetes API calls it implementation-defined), so the engine does not pretend to know.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias, Union
+
+from netdsl import ir
+from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # named container ports: name -> (number, protocol)
+    ports: Mapping[str, tuple[int, Protocol]] = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class External:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+Endpoint: TypeAlias = Union[Pod, External]
+
+
+@dataclass(frozen=True)
+class Connection:
+    src: Endpoint
+    dst: Endpoint
+    protocol: Protocol
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.src} -> {self.dst}:{self.port}/{self.protocol.value.lower()}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    # what decided: the statements or policy rules that allow, or the isolation that denies
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespaces: Mapping[str, Mapping[str, str]]  # name -> its labels (the automatic name label added)
+    pods: tuple[Pod, ...]
+    externals: tuple[External, ...] = ()
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        return {**self.namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name}
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (*self.pods, *self.externals)
+
+    def find(self, text: str) -> Endpoint | None:
+        """`ns/pod`, a pod name if unique, or an IP address."""
+        try:
+            return External(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+        if "/" in text:
+            return next((p for p in self.pods if str(p) == text), None)
+        matches = [p for p in self.pods if p.name == text]
+        return matches[0] if len(matches) == 1 else None
+
+
+def resolve_port(dst: Endpoint, name: str, protocol: Protocol) -> int | None:
+    """A named port means the destination pod's container port of that name (and protocol)."""
+    if isinstance(dst, Pod) and name in dst.ports:
+        number, proto = dst.ports[name]
+        if proto is protocol:
+            return number
+    return None
+
+
+def port_matches(p: ir.PortMatch, conn: Connection) -> bool:
+    if p.protocol is not conn.protocol:
+        return False
+    if p.name is not None:
+        return resolve_port(conn.dst, p.name, conn.protocol) == conn.port
+    if p.port is None:
+        return True
+    return p.port <= conn.port <= (p.end_port or p.port)
+
+
+def topology_from_program(program: ir.Program) -> Topology:
+    """One pod per declared service with labels that satisfy its selector, one unlabelled pod per
+    namespace, the DNS pods if referenced, and an external address inside and outside every CIDR."""
+    namespaces: dict[str, dict[str, str]] = {ns.name: dict(ns.labels) for ns in program.namespaces}
+    pods: list[Pod] = []
+    for s in program.services:
+        pods.append(Pod(s.namespace, s.name, s.selector.example_labels() or {}))
+    for ns in program.namespaces:
+        pods.append(Pod(ns.name, "unlabelled"))
+    externals: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = {
+        ipaddress.ip_address("198.51.100.77"),
+        ipaddress.ip_address("2001:db8:ffff::77"),
+    }
+    for rule in program.rules:
+        for peer in rule.peers:
+            if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceByName):
+                name = peer.namespaces.name
+                namespaces.setdefault(name, {})
+                labels = peer.pods.example_labels()
+                if labels is not None and not any(
+                    p.namespace == name and peer.pods.matches(dict(p.labels)) for p in pods
+                ):
+                    pods.append(Pod(name, "peer-" + str(len(pods)), labels))
+            if isinstance(peer, ir.CidrPeer):
+                for net in (peer.cidr, *peer.excepts):
+                    externals.add(net.network_address)
+                    externals.add(net[-1])
+    for name in namespaces:
+        if not any(p.namespace == name and not p.labels for p in pods):
+            pods.append(Pod(name, "unlabelled"))
+    return Topology(
+        namespaces,
+        tuple(sorted(pods, key=str)),
+        tuple(External(a) for a in sorted(externals, key=lambda a: (a.version, a))),
+    )

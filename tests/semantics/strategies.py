@@ -1,0 +1,85 @@
+"""Hypothesis strategies: random but valid .seg programs, and topologies to evaluate them over."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from netdsl.ir import Protocol
+from netdsl.semantics.model import Pod
+
+NAMESPACES = ["prod", "web", "data"]
+APPS = ["api", "db", "ui", "job"]
+PORT_WORDS = ["80", "443", "53/udp", "8000-8100", "udp", "http", "5432", "9000-9001/sctp"]
+
+
+@st.composite
+def selectors(draw: st.DrawFn) -> str:
+    parts = [f"app={draw(st.sampled_from(APPS))}"]
+    extra = draw(st.sampled_from(["", "tier in (x, y)", "!legacy", "tier", "tier notin (x)", "tier!=y"]))
+    if extra:
+        parts.append(extra)
+    if draw(st.booleans()):
+        parts = parts[1:] or parts
+    return ", ".join(parts)
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> str:
+    """A random program: its text is all the test needs (it compiles it like a user would)."""
+    namespaces = draw(st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=3, unique=True))
+    services: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for ns in namespaces:
+        labels = draw(st.sampled_from(["", " labels env=a", " labels env=b"]))
+        lines.append(f"namespace {ns}{labels} {{")
+        names = draw(st.lists(st.sampled_from(APPS), min_size=1, max_size=3, unique=True))
+        services[ns] = names
+        for name in names:
+            lines.append(f"  service {name} = {draw(selectors())}")
+        if len(names) > 1 and draw(st.booleans()):
+            lines.append(f"  group g = {', '.join(names)}")
+        iso = draw(st.sampled_from(["", "isolate", "isolate ingress", "isolate egress"]))
+        if iso:
+            lines.append("  " + iso)
+        dns = draw(st.sampled_from(["", "allow dns", f"allow dns for {names[0]}"]))
+        if dns:
+            lines.append("  " + dns)
+        lines.append("}")
+    for ns in namespaces:
+        body = []
+        for _ in range(draw(st.integers(0, 4))):
+            subject = draw(st.sampled_from([*services[ns], "all pods"]))
+            others = [f"{o}/{s}" for o in namespaces if o != ns for s in services[o]]
+            peer_choices = [
+                *services[ns], *others, "pods[app=api]", "pods[tier=x] in namespace web",
+                "pods[app=db] in namespaces[env=a]", "pods[app=ui] in all namespaces", "all pods",
+                "all pods in namespaces[env=b]", "namespace prod", "namespaces[env=a]",
+                "all namespaces", "cidr 10.0.0.0/8 except (10.1.0.0/16)", "cidr 192.0.2.0/24",
+                "anywhere",
+            ]
+            peers = draw(st.lists(st.sampled_from(peer_choices), min_size=1, max_size=3, unique=True))
+            ports = draw(st.lists(st.sampled_from(PORT_WORDS), max_size=3, unique=True))
+            verb = draw(st.sampled_from(["accepts", "connects to"]))
+            on = f" on {', '.join(ports)}" if ports else ""
+            body.append(f"  {subject} {verb} {', '.join(peers)}{on}")
+        if body:
+            lines += [f"namespace {ns} {{", *body, "}"]
+    return "\n".join(lines) + "\n"
+
+
+@st.composite
+def extra_pods(draw: st.DrawFn) -> list[Pod]:
+    """Pods beyond the declared ones: random mixes of the labels programs use, with a named port."""
+    pods = []
+    for i in range(draw(st.integers(0, 4))):
+        labels: dict[str, str] = {}
+        if draw(st.booleans()):
+            labels["app"] = draw(st.sampled_from(APPS))
+        tier = draw(st.sampled_from(["", "x", "y", "z"]))
+        if tier:
+            labels["tier"] = tier
+        if draw(st.booleans()):
+            labels["legacy"] = "true"
+        ns = draw(st.sampled_from([*NAMESPACES, "kube-system", "elsewhere"]))
+        pods.append(Pod(ns, f"extra-{i}", labels, {"http": (8080, Protocol.TCP)}))
+    return pods

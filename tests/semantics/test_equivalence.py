@@ -1,0 +1,106 @@
+"""Translation validation: for random programs and topologies, the emitted manifests of each target
+allow exactly what the program (the IR) allows - never more (a hole), never less (an outage)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+from netdsl.compiler import compile_paths
+from netdsl.ir import Protocol
+from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
+from netdsl.semantics.program import ProgramSemantics
+from netdsl.semantics.vanilla import VanillaSemantics
+from tests.semantics.strategies import extra_pods, programs
+
+PROBES = [
+    (Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443),
+    (Protocol.TCP, 8050), (Protocol.TCP, 8080), (Protocol.TCP, 5432), (Protocol.UDP, 7),
+    (Protocol.SCTP, 9001), (Protocol.TCP, 9999),
+]
+
+
+
+
+def with_extras(topology: Topology, pods: list[Pod]) -> Topology:
+    namespaces = dict(topology.namespaces)
+    for p in pods:
+        namespaces.setdefault(p.namespace, {})
+    named = tuple(replace(p, ports={"http": (8080, Protocol.TCP)}) for p in topology.pods)
+    externals = (*topology.externals, External(ipaddress.ip_address("10.1.2.3")),
+                 External(ipaddress.ip_address("10.200.0.1")))
+    return Topology(namespaces, named + tuple(pods), externals)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), extra_pods())
+def test_vanilla_manifests_mean_what_the_program_means(text: str, pods: list[Pod]) -> None:
+    result = compile_paths_text(text)
+    assert result.ok, [d.message for d in result.diagnostics if d.is_error]
+    assert result.program is not None
+    topology = with_extras(topology_from_program(result.program), pods)
+    objects = list(yaml.safe_load_all("".join("---\n" + m.text for m in result.manifests)))
+    program = ProgramSemantics(result.program, topology)
+    vanilla = VanillaSemantics(objects, topology)
+    mismatches = []
+    for src in topology.endpoints:
+        for dst in topology.endpoints:
+            if src == dst or (isinstance(src, External) and isinstance(dst, External)):
+                continue
+            for proto, port in PROBES:
+                conn = Connection(src, dst, proto, port)
+                want, got = program.decide(conn), vanilla.decide(conn)
+                if want.allowed != got.allowed:
+                    mismatches.append(f"{conn}: program {want}, vanilla {got}")
+    assert not mismatches, text + "\n" + "\n".join(mismatches[:10])
+
+
+def compile_paths_text(text: str):  # type: ignore[no-untyped-def]
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "p.seg"
+        path.write_text(text)
+        return compile_paths([str(path)], "vanilla")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_every_flow_works_end_to_end(text: str) -> None:
+    """A flow statement means the connection works: for each pod the program models (one per declared
+    service, unlabelled pods, peers' pods), whatever a statement lists is allowed - whatever else the
+    program restricts on the other side."""
+    result = compile_paths_text(text)
+    assert result.ok and result.program is not None
+    topology = with_extras(topology_from_program(result.program), [])
+    program = ProgramSemantics(result.program, topology)
+    from netdsl.ir import Direction
+    from netdsl.semantics.model import port_matches
+    from netdsl.semantics.program import peer_matches
+
+    broken = []
+    for rule in result.program.rules:
+        if rule.derived:
+            continue
+        subjects = [
+            p for p in topology.pods
+            if p.namespace == rule.subject.namespace and rule.subject.selector.matches(dict(p.labels))
+        ]
+        peers = [e for e in topology.endpoints if any(peer_matches(q, e, topology) for q in rule.peers)]
+        for s in subjects:
+            for p in peers:
+                if p == s:
+                    continue
+                src, dst = (p, s) if rule.direction is Direction.INGRESS else (s, p)
+                for proto, port in PROBES:
+                    conn = Connection(src, dst, proto, port)
+                    if rule.ports and not any(port_matches(m, conn) for m in rule.ports):
+                        continue
+                    verdict = program.decide(conn)
+                    if not verdict.allowed:
+                        broken.append(f"{conn} ({rule.text}): {verdict.reasons}")
+    assert not broken, text + "\n" + "\n".join(broken[:10])
