@@ -19,14 +19,8 @@ from netdsl.output import write_directory
 EXIT_INPUT = 1
 
 
-def _stdin_if_needed(paths: tuple[str, ...]) -> str | None:
-    if STDIN not in paths:
-        return None
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace")
+def _stdin_if_needed(paths: tuple[str, ...]) -> bytes | None:
+    return sys.stdin.buffer.read() if STDIN in paths else None
 
 
 def _report(result: Result, fmt: str) -> None:
@@ -70,7 +64,7 @@ def main() -> None:
 @format_option
 def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fmt: str) -> None:
     """Compile PATHS (.seg files, directories of them, or - for stdin) for one target."""
-    result = compile_paths(paths, target, stdin_text=_stdin_if_needed(paths))
+    result = compile_paths(paths, target, stdin=_stdin_if_needed(paths))
     if result.ok and output is not None:
         try:
             _written, removed = write_directory(output, result.manifests)
@@ -91,7 +85,7 @@ def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fm
 @format_option
 def check_command(paths: tuple[str, ...], fmt: str) -> None:
     """Report errors and warnings in PATHS without emitting anything."""
-    result = check(paths, stdin_text=_stdin_if_needed(paths))
+    result = check(paths, stdin=_stdin_if_needed(paths))
     _report(result, fmt)
     if not result.ok:
         sys.exit(EXIT_INPUT)

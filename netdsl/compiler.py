@@ -13,7 +13,7 @@ from netdsl.backends import Manifest, Options, get_backend, render_and_check
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.lower import lower
 from netdsl.parse import parse
-from netdsl.source import SourceFile
+from netdsl.source import SourceFile, Span
 
 STDIN = "-"
 
@@ -36,12 +36,29 @@ def display_path(path: Path) -> str:
     try:
         rel = os.path.relpath(path)
     except ValueError:  # another drive on Windows
-        return path.as_posix()
-    return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+        rel = ".."
+    shown = Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+    # A file name that is not valid UTF-8 arrives with surrogate escapes, which no output can hold.
+    return shown.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def decode(shown: str, data: bytes) -> tuple[SourceFile | None, Diagnostic | None]:
+    """UTF-8 (a leading BOM is allowed) or an `encoding` error at the offending character."""
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return SourceFile(shown, body.decode("utf-8")), None
+    except UnicodeDecodeError as exc:
+        before = body[: exc.start]
+        line = before.count(b"\n") + 1
+        line_start = before.rfind(b"\n") + 1
+        col = len(before[line_start:].decode("utf-8", errors="replace")) + 1
+        span = Span(shown, line, col, line, col + 1)
+        return None, error("encoding", f"not valid UTF-8 (byte 0x{body[exc.start]:02x})", span,
+                           "save the file as UTF-8")
 
 
 def read_sources(
-    paths: Sequence[str], stdin_text: str | None = None
+    paths: Sequence[str], stdin: bytes | None = None
 ) -> tuple[list[SourceFile], list[Diagnostic]]:
     """Files as given, directories as every *.seg below them (sorted), `-` as standard input."""
     files: list[SourceFile] = []
@@ -49,48 +66,40 @@ def read_sources(
     seen: set[str] = set()
     for raw in paths:
         if raw == STDIN:
-            if "<stdin>" not in seen:
-                seen.add("<stdin>")
-                files.append(SourceFile("<stdin>", stdin_text or ""))
-            continue
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.seg") if p.is_file())
-            if not found:
-                diags.append(error("io-error", f"{raw}: no .seg files in this directory"))
-        elif path.exists():
-            found = [path]
+            found_data: list[tuple[str, bytes]] = [("<stdin>", stdin or b"")]
         else:
-            diags.append(error("io-error", f"{raw}: no such file or directory"))
-            continue
-        for p in found:
-            shown = display_path(p)
+            path = Path(raw)
+            if path.is_dir():
+                found = sorted(p for p in path.rglob("*.seg") if p.is_file())
+                if not found:
+                    diags.append(error("io-error", f"{display_path(path)}: no .seg files in this directory"))
+            elif path.exists():
+                found = [path]
+            else:
+                diags.append(error("io-error", f"{display_path(path)}: no such file or directory"))
+                continue
+            found_data = []
+            for p in found:
+                try:
+                    found_data.append((display_path(p), p.read_bytes()))
+                except OSError as exc:
+                    diags.append(error("io-error", f"{display_path(p)}: {exc.strerror or exc}"))
+        for shown, data in found_data:
             if shown in seen:
                 continue
             seen.add(shown)
-            try:
-                data = p.read_bytes()
-            except OSError as exc:
-                diags.append(error("io-error", f"{shown}: {exc.strerror or exc}"))
-                continue
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                line = data[: exc.start].count(b"\n") + 1
-                col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-                from netdsl.source import Span
-
-                diags.append(error("encoding", f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
-                                   Span(shown, line, col, line, col + 1), "save the file as UTF-8"))
-                continue
-            files.append(SourceFile(shown, text))
+            source, problem = decode(shown, data)
+            if problem is not None:
+                diags.append(problem)
+            if source is not None:
+                files.append(source)
     return files, diags
 
 
-def check(paths: Sequence[str], stdin_text: str | None = None) -> Result:
+def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
     """Everything up to the IR: syntax, names, values, lints."""
     result = Result()
-    files, diags = read_sources(paths, stdin_text)
+    files, diags = read_sources(paths, stdin)
     result.diagnostics.extend(diags)
     result.sources = {f.path: f for f in files}
     modules = []
@@ -114,9 +123,9 @@ def check(paths: Sequence[str], stdin_text: str | None = None) -> Result:
 
 
 def compile_paths(
-    paths: Sequence[str], target: str, options: Options | None = None, stdin_text: str | None = None
+    paths: Sequence[str], target: str, options: Options | None = None, stdin: bytes | None = None
 ) -> Result:
-    result = check(paths, stdin_text)
+    result = check(paths, stdin)
     if result.program is None:
         return result
     backend = get_backend(target)

@@ -42,15 +42,14 @@ def write_directory(directory: Path, manifests: Sequence[Manifest]) -> tuple[lis
     """Write the manifests; return (written, removed) relative paths."""
     files = {m.filename: m.text for m in manifests}
     files[KUSTOMIZATION] = kustomization(manifests)
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / KUSTOMIZATION).exists() and not _written_by_netdsl(directory / KUSTOMIZATION):
-        raise OSError(f"{directory / KUSTOMIZATION} exists and was not written by netdsl; not replacing it")
+    for rel in sorted(files):
+        target = directory / rel
+        if target.exists() and not _written_by_netdsl(target):
+            raise OSError(f"{target} exists and was not written by netdsl; not replacing it")
     staged: list[tuple[str, Path]] = []
     try:
         for rel, text in sorted(files.items()):
             target = directory / rel
-            if target.exists() and not _written_by_netdsl(target):
-                raise OSError(f"{target} exists and was not written by netdsl; not replacing it")
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".netdsl-", suffix=".tmp", dir=target.parent)
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -74,4 +73,6 @@ def write_directory(directory: Path, manifests: Sequence[Manifest]) -> tuple[lis
         if rel not in files and _written_by_netdsl(path):
             path.unlink()
             removed.append(rel)
+            if path.parent != directory and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # a namespace folder netdsl made and emptied
     return written, removed

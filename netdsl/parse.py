@@ -229,7 +229,10 @@ class _Build(Transformer[Token, Any]):
 
     def _word(self, tok: Token) -> Word:
         if tok.type == "STRING":
-            return Word(json.loads(tok), _token_span(self.path, tok), quoted=True)
+            text = json.loads(tok)
+            if any("\ud800" <= ch <= "\udfff" for ch in text):  # a lone surrogate escape: keep as written
+                raise json.JSONDecodeError("surrogate", str(tok), 0)
+            return Word(text, _token_span(self.path, tok), quoted=True)
         return Word(str(tok), _token_span(self.path, tok))
 
     # ---- values

@@ -8,7 +8,6 @@ kubectl, Argo CD, Flux) alike.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from importlib import resources
 
@@ -21,7 +20,27 @@ _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
 _SPECIAL_WORDS = frozenset(
     ["y", "n", "yes", "no", "true", "false", "on", "off", "null", "nil", "none"]
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\u2028\u2029\ufeff]")
+# Characters a YAML stream may not contain literally, or that YAML 1.1 reads as line breaks (NEL,
+# U+2028/U+2029), or that some readers strip (BOM): they are escaped in quoted scalars and replaced in
+# comments. YAML's printable set: tab, LF, CR, 0x20-0x7E, 0x85, 0xA0-0xD7FF, 0xE000-0xFFFD, 0x10000+.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]"
+)
+_NEEDS_ESCAPE = re.compile('[\\\\"\n\t\r]|' + _UNSAFE.pattern)
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _double_quoted(value: str) -> str:
+    """A YAML double-quoted scalar. Unlike JSON's escaping, characters beyond the BMP stay literal
+    (JSON would write surrogate pairs, which YAML does not join)."""
+    return '"' + _NEEDS_ESCAPE.sub(lambda m: _escape(m.group()), value) + '"'
 
 
 @functools.lru_cache(maxsize=65536)
@@ -37,9 +56,7 @@ def yaml_scalar(value: object) -> str:
         raise TypeError(f"yaml_scalar: unsupported type {type(value).__name__}")
     if _PLAIN.match(value) and value.lower() not in _SPECIAL_WORDS:
         return value
-    # JSON strings are valid YAML double-quoted scalars; escaping non-ASCII keeps line breaks such as
-    # U+2028 and every non-printable character out of the text.
-    return json.dumps(value, ensure_ascii=True)
+    return _double_quoted(value)
 
 
 def chomp(text: str) -> str:
@@ -49,7 +66,7 @@ def chomp(text: str) -> str:
 
 def comment_text(value: object) -> str:
     """Text safe to place after `# ` on one line: no line breaks, no control characters."""
-    return _CONTROL.sub("?", str(value).replace("\r", " ").replace("\n", " "))
+    return _UNSAFE.sub("?", str(value).replace("\r", " ").replace("\n", " "))
 
 
 @functools.cache
