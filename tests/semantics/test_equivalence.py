@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import replace
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from netdsl.compiler import compile_paths
 from netdsl.ir import Protocol
@@ -35,7 +35,6 @@ def with_extras(topology: Topology, pods: list[Pod]) -> Topology:
     return Topology(namespaces, named + tuple(pods), externals)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(), extra_pods())
 def test_vanilla_manifests_mean_what_the_program_means(text: str, pods: list[Pod]) -> None:
     result = compile_paths_text(text)
@@ -68,7 +67,6 @@ def compile_paths_text(text: str):  # type: ignore[no-untyped-def]
         return compile_paths([str(path)], "vanilla")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_every_flow_works_end_to_end(text: str) -> None:
     """A flow statement means the connection works: for each pod the program models (one per declared
