@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -23,17 +24,28 @@ def _stdin_if_needed(paths: tuple[str, ...]) -> bytes | None:
     return sys.stdin.buffer.read() if STDIN in paths else None
 
 
+def _write(stream: TextIO, text: str) -> None:
+    """Always UTF-8, whatever the locale (the YAML and the messages may hold any character)."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a test harness's text stream
+        stream.write(text)
+    else:
+        stream.flush()
+        buffer.write(text.encode("utf-8", errors="replace"))
+        buffer.flush()
+
+
 def _report(result: Result, fmt: str) -> None:
     diags = sorted(result.diagnostics, key=sort_key)
     if fmt == "json":
-        sys.stderr.write(render_json(diags))
+        _write(sys.stderr, render_json(diags))
     elif diags:
-        sys.stderr.write(render_text(diags, result.sources))
+        _write(sys.stderr, render_text(diags, result.sources))
         errors = sum(d.is_error for d in diags)
         warnings = len(diags) - errors
         if errors:
             files = len({d.span.path for d in diags if d.is_error and d.span})
-            sys.stderr.write(
+            _write(sys.stderr,
                 f"Found {errors} error{'s' * (errors != 1)}"
                 + (f" in {files} file{'s' * (files != 1)}" if files else "")
                 + (f" and {warnings} warning{'s' * (warnings != 1)}" if warnings else "")
@@ -72,12 +84,12 @@ def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fm
             result.diagnostics.append(error("output", str(exc)))
         else:
             for rel in removed:
-                sys.stderr.write(f"removed {output / rel} (no longer produced)\n")
+                _write(sys.stderr, f"removed {output / rel} (no longer produced)\n")
     _report(result, fmt)
     if not result.ok:
         sys.exit(EXIT_INPUT)
     if output is None:
-        sys.stdout.write(stream(result.manifests))
+        _write(sys.stdout, stream(result.manifests))
 
 
 @main.command("check")

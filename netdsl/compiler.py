@@ -67,16 +67,25 @@ def read_sources(
     for raw in paths:
         if raw == STDIN:
             found_data: list[tuple[str, bytes]] = [("<stdin>", stdin or b"")]
+        elif not raw:
+            diags.append(error("io-error", "an empty path was given"))
+            continue
         else:
             path = Path(raw)
-            if path.is_dir():
-                found = sorted(p for p in path.rglob("*.seg") if p.is_file())
-                if not found:
-                    diags.append(error("io-error", f"{display_path(path)}: no .seg files in this directory"))
-            elif path.exists():
-                found = [path]
-            else:
-                diags.append(error("io-error", f"{display_path(path)}: no such file or directory"))
+            try:  # stat can fail for reasons other than absence (ENAMETOOLONG, EACCES, ELOOP, ...)
+                if path.is_dir():
+                    found = sorted(p for p in path.rglob("*.seg") if p.is_file())
+                    if not found:
+                        diags.append(
+                            error("io-error", f"{display_path(path)}: no .seg files in this directory")
+                        )
+                elif path.exists():
+                    found = [path]
+                else:
+                    diags.append(error("io-error", f"{display_path(path)}: no such file or directory"))
+                    continue
+            except OSError as exc:
+                diags.append(error("io-error", f"{display_path(path)}: {exc.strerror or exc}"))
                 continue
             found_data = []
             for p in found:
@@ -105,9 +114,13 @@ def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
     modules = []
     for f in files:
         if "\x00" in f.text:
-            result.diagnostics.append(
-                error("encoding", f"{f.path}: binary data (NUL bytes), not a .seg file")
-            )
+            before = f.text[: f.text.index("\x00")]
+            line = before.count("\n") + 1
+            col = len(before) - (before.rfind("\n") + 1) + 1
+            result.diagnostics.append(error(
+                "encoding", "binary data (a NUL byte): this is not a .seg file",
+                Span(f.path, line, col, line, col + 1),
+            ))
             continue
         module, errors = parse(f)
         result.diagnostics.extend(errors)

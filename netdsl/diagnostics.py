@@ -22,7 +22,7 @@ class Severity(str, Enum):
 
 CODES: Mapping[str, str] = {
     # reading and syntax
-    "io-error": "A path could not be read, or is not a .seg file or directory.",
+    "io-error": "A path does not exist, could not be read, or is a directory without .seg files.",
     "encoding": "A file is not valid UTF-8.",
     "syntax": "The text does not follow the .seg grammar.",
     # names
@@ -59,6 +59,8 @@ class Diagnostic:
 
     def __post_init__(self) -> None:
         assert self.code in CODES, f"undocumented diagnostic code {self.code!r}"
+        if "\n" in self.message:  # one diagnostic, one line
+            object.__setattr__(self, "message", " ".join(self.message.split()))
 
     @property
     def is_error(self) -> bool:

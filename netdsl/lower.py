@@ -421,7 +421,7 @@ class Lowering:
             return None
 
     def lower_ports(self, words: Sequence[parse.Word]) -> tuple[PortMatch, ...] | None:
-        out: list[PortMatch] = []
+        out: dict[PortMatch, None] = {}
         ok = True
         for word in words:
             port = self.lower_port(word)
@@ -430,7 +430,7 @@ class Lowering:
             elif port in out:
                 self.warn("redundant", f"port `{word.text}` is listed twice", word.span)
             else:
-                out.append(port)
+                out[port] = None
         return tuple(out) if ok else None
 
     def lower_port(self, word: parse.Word) -> PortMatch | None:
@@ -674,7 +674,7 @@ class Lowering:
             opposite = rule.direction.opposite
             for peer in rule.peers:
                 if isinstance(peer, ir.AnyPeer):  # every pod is among the peers of `anywhere`
-                    peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")  # noqa: PLW2901
+                    peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")
                 if not isinstance(peer, ir.PodPeer):
                     continue
                 if isinstance(peer.namespaces, ir.NamespaceByName):

@@ -393,7 +393,8 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "namespace a b\n",
         "namespace a accepts\n",
     ],
-    "expected `accepts` or `connects to` after the service names": [
+    "expected `accepts` or `connects to` after the service names (or `,` and another name)": [
+        "namespace n {\n allow dns for a b\n}\n",
         "namespace n {\n a b\n}\n",
         "namespace n {\n a\n}\n",
         "namespace n {\n a, b\n}\n",
@@ -502,7 +503,6 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected `,` and another name, or the end of the statement": [
         "namespace n {\n group g = a b\n}\n",
-        "namespace n {\n allow dns for a b\n}\n",
     ],
     "expected `=` and a comma-separated list of CIDRs after `cidrs NAME`": [
         "cidrs x 10.0.0.0/8\n",
@@ -531,14 +531,47 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected the end of the statement (a newline or `;`)": [
         "namespace n {} isolate\n",
-        "namespace n { isolate }\n",
     ],
 }
 
 
+def _error_key(exc: UnexpectedInput) -> tuple[int, str] | None:
+    """Where the parser was (its LALR state) and what it met: the same mistake gives the same key
+    wherever it is in a file, unlike Lark's match_examples, which also compares the stack depth."""
+    state = getattr(exc, "state", None)
+    position = getattr(state, "position", None)
+    if not isinstance(position, int):
+        return None
+    if isinstance(exc, UnexpectedToken):
+        return position, exc.token.type
+    if isinstance(exc, UnexpectedEOF):
+        return position, "$END"
+    return position, "<char>"
+
+
 @functools.cache
-def _example_table() -> list[tuple[str, list[str]]]:
-    return list(SYNTAX_EXAMPLES.items())
+def _example_index() -> tuple[dict[tuple[int, str], str], dict[int, str]]:
+    """SYNTAX_EXAMPLES by error key, and by state alone as a fallback (first sample wins)."""
+    exact: dict[tuple[int, str], str] = {}
+    by_state: dict[int, str] = {}
+    for label, samples in SYNTAX_EXAMPLES.items():
+        for sample in samples:
+            try:
+                _parser().parse(sample)
+            except UnexpectedInput as exc:
+                key = _error_key(exc)
+                if key is not None:
+                    exact.setdefault(key, label)
+                    by_state.setdefault(key[0], label)
+    return exact, by_state
+
+
+def friendly_label(exc: UnexpectedInput) -> str | None:
+    key = _error_key(exc)
+    if key is None:
+        return None
+    exact, by_state = _example_index()
+    return exact.get(key) or by_state.get(key[0])
 
 
 def _describe_token(exc: UnexpectedInput) -> str:
@@ -566,30 +599,20 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         line = len(source.lines) or 1
         column = len(source.line(line)) + 1
     found = _describe_token(exc)
-    label: str | None = None
-    try:
-        label = exc.match_examples(_parser().parse, _example_table(), use_accepts=True)
-    except Exception:
-        label = None
+    label = friendly_label(exc)
     hint: str | None = None
-    if isinstance(exc, UnexpectedCharacters):
-        message = f"unexpected {found}"
-        if exc.char in "\"'":
-            hint = "strings are written in double quotes and cannot span lines"
-        elif exc.char == "'":
-            hint = "use double quotes"
-        label = label or None
-    else:
-        message = f"unexpected {found}"
+    message = f"unexpected {found}"
+    if isinstance(exc, UnexpectedCharacters) and exc.char == "'":
+        hint = "strings are written in double quotes"
+    elif isinstance(exc, UnexpectedCharacters) and exc.char == '"':
+        hint = "a string must end on the line where it starts"
     if label:
         message = f"{message}: {label}"
     end_col = column + 1
     if isinstance(exc, UnexpectedToken) and exc.token.type not in ("$END", "_END"):
         end_col = column + max(1, len(str(exc.token).strip()))
-    if isinstance(exc, UnexpectedToken) and exc.token.type in ("WORD",):
-        tok = str(exc.token)
-        if tok in _keywords():
-            hint = f"`{tok}` is a keyword here; names cannot be keywords"
+    if isinstance(exc, UnexpectedToken) and "WORD" in exc.expected and str(exc.token) in _keywords():
+        hint = f"`{exc.token}` is a keyword of the language and cannot be used as a name"
     return error("syntax", message, Span(source.path, line, column, line, end_col), hint)
 
 

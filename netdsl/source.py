@@ -36,7 +36,8 @@ class SourceFile:
     lines: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lines", tuple(self.text.splitlines()))
+        # Only "\n" ends a line, as in the grammar (str.splitlines would also split on \f, U+2028, ...).
+        object.__setattr__(self, "lines", tuple(line.rstrip("\r") for line in self.text.split("\n")))
 
     def line(self, number: int) -> str:
         return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
