@@ -35,6 +35,8 @@ CODES: Mapping[str, str] = {
     "invalid-port": "A port is not 1-65535, a range, a protocol or a valid port name.",
     "invalid-cidr": "A CIDR is malformed, or an `except` block lies outside its CIDR.",
     "conflict": "Two statements or requirements contradict each other.",
+    "invalid-tier": "A tier's order is not a whole number, or a statement cannot be used in a tier.",
+    "system-namespaces": "A cluster-wide isolation also cuts off the system namespaces (DNS, CNI).",
     # target capabilities
     "unsupported": "The chosen target cannot express a statement.",
     # lints (warnings)

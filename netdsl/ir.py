@@ -31,6 +31,8 @@ class Protocol(str, Enum):
 
 class Action(str, Enum):
     ALLOW = "Allow"
+    DENY = "Deny"
+    PASS = "Pass"  # skip the rest of this tier; the next tier decides
 
 
 class Operator(str, Enum):
@@ -244,14 +246,21 @@ class PortMatch:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """A set of pods in one namespace that policies are attached to: a declared service, the
-    namespace's `all pods`, or a set derived by the compiler (the client side of a flow)."""
+    """A set of pods that policies are attached to: a declared service, `all pods`, or a set derived by
+    the compiler (the client side of a flow). It lives in one namespace, or - when `cluster` is set - in
+    every namespace `cluster` matches (then `namespace` is "")."""
 
     namespace: str
     name: str
     selector: Selector
     span: Span | None = field(default=None, compare=False)
     declared: bool = True
+    cluster: NamespaceMatch | None = None
+
+    def applies_in(self, namespace: str, labels: dict[str, str]) -> bool:
+        if self.cluster is None:
+            return namespace == self.namespace
+        return namespace_matches(self.cluster, namespace, labels)
 
     @property
     def example(self) -> dict[str, str]:
@@ -274,15 +283,40 @@ class Rule:
     text: str = field(default="", compare=False)
     action: Action = Action.ALLOW
     derived: bool = False
+    tier: str | None = None  # None: the default tier (where plain Kubernetes policies live)
 
 
 @dataclass(frozen=True, slots=True)
 class Isolation:
-    """Default deny for every pod of `namespace` in `direction`."""
+    """Default deny for every pod of `namespace` (or of the namespaces `cluster` matches) in
+    `direction`."""
 
     namespace: str
     direction: Direction
     span: Span
+    cluster: NamespaceMatch | None = None
+
+    def applies_in(self, namespace: str, labels: dict[str, str]) -> bool:
+        if self.cluster is None:
+            return namespace == self.namespace
+        return namespace_matches(self.cluster, namespace, labels)
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """An ordered policy tier. Lower `order` is evaluated first. Traffic that a tier's rules do not
+    decide for a pod the tier applies to gets `otherwise` (Pass: on to the next tier; Deny: dropped)."""
+
+    name: str
+    order: int
+    otherwise: Action
+    span: Span
+
+
+DEFAULT_TIER_ORDER = 1_000_000  # Calico's default tier, where statements outside `tier` blocks go
+SYSTEM_NAMESPACES = (
+    "calico-apiserver", "calico-system", "kube-node-lease", "kube-public", "kube-system", "tigera-operator",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +336,8 @@ class Program:
     services: tuple[Workload, ...]
     isolations: tuple[Isolation, ...]
     rules: tuple[Rule, ...]
+    tiers: tuple[Tier, ...] = ()
+    system_namespaces: tuple[str, ...] = SYSTEM_NAMESPACES
 
-    def namespace(self, name: str) -> Namespace | None:
-        for ns in self.namespaces:
-            if ns.name == name:
-                return ns
-        return None
+    def tier(self, name: str | None) -> Tier | None:
+        return next((t for t in self.tiers if t.name == name), None)

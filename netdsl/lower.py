@@ -102,12 +102,35 @@ def sanitize_name(text: str, limit: int = 63) -> str:
 
 @dataclass
 class _Namespace:
+    """A scope statements are written in: one namespace, or (with `cluster`) the namespaces a `cluster`
+    block covers. `name` is what messages call it; `key` tells scopes apart."""
+
     name: str
     span: Span
+    cluster: ir.NamespaceMatch | None = None
     labels: dict[str, tuple[str, Span]] = field(default_factory=dict)
     services: dict[str, Workload] = field(default_factory=dict)
     groups: dict[str, tuple[tuple[parse.Word, ...], Span]] = field(default_factory=dict)
-    blocks: list[parse.NamespaceBlock] = field(default_factory=list)
+    # statements by block, with the tier the block is in (None: the default tier)
+    blocks: list[tuple[tuple[parse.NamespaceStmt, ...], str | None]] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        """The Workload.namespace of this scope: "" for a cluster scope."""
+        return "" if self.cluster is not None else self.name
+
+    @property
+    def key(self) -> str:
+        return self.name if self.cluster is None else "cluster " + self.name
+
+    @property
+    def here(self) -> ir.NamespaceMatch:
+        """Where a peer without `in ...` lives: this namespace, or the namespaces of the cluster scope."""
+        return self.cluster if self.cluster is not None else ir.NamespaceByName(self.name)
+
+    @property
+    def what(self) -> str:
+        return f"namespace `{self.name}`" if self.cluster is None else f"`{self.name}`"
 
 
 @dataclass
@@ -152,12 +175,17 @@ class _Coverage:
     emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2)."""
 
     def __init__(self, rules: list[ir.Rule]) -> None:
-        self.by_subject: dict[tuple[str, Selector, Direction], list[ir.Rule]] = {}
+        self.by_subject: dict[tuple[object, ...], list[ir.Rule]] = {}
         for r in rules:
-            self.by_subject.setdefault((r.subject.namespace, r.subject.selector, r.direction), []).append(r)
+            if r.action is ir.Action.ALLOW:
+                self.by_subject.setdefault(self.key(r), []).append(r)
+
+    @staticmethod
+    def key(r: ir.Rule) -> tuple[object, ...]:
+        return (r.subject.namespace, r.subject.cluster, r.subject.selector, r.direction, r.tier)
 
     def covers(self, new: ir.Rule) -> bool:
-        for r in self.by_subject.get((new.subject.namespace, new.subject.selector, new.direction), ()):
+        for r in self.by_subject.get(self.key(new), ()):
             peers_ok = all(p in r.peers for p in new.peers) or any(isinstance(p, ir.AnyPeer) for p in r.peers)
             ports_ok = not r.ports or (bool(new.ports) and set(new.ports) <= set(r.ports))
             if peers_ok and ports_ok:
@@ -170,6 +198,11 @@ class Lowering:
         self.modules = modules
         self.diagnostics: list[Diagnostic] = []
         self.namespaces: dict[str, _Namespace] = {}
+        self.clusters: dict[tuple[ir.Selector | None, bool], _Namespace] = {}
+        self.cluster_blocks: list[tuple[parse.ClusterBlock, str | None]] = []
+        self.tiers: dict[str, ir.Tier] = {}
+        self.system: tuple[str, ...] = ir.SYSTEM_NAMESPACES
+        self.system_span: Span | None = None
         self.cidr_sets: dict[str, _CidrSet] = {}
         self.isolations: list[ir.Isolation] = []
         self.rules: list[ir.Rule] = []
@@ -191,31 +224,42 @@ class Lowering:
         return None
 
     # ---- entry point
+    def scopes(self) -> list[_Namespace]:
+        return [*self.namespaces.values(), *self.clusters.values()]
+
     def run(self) -> ir.Program:
         for module in self.modules:
             for top in module.statements:
                 if isinstance(top, parse.CidrsDecl):
                     self.declare_cidrs(top)
+                elif isinstance(top, parse.SystemDecl):
+                    self.declare_system(top)
+                elif isinstance(top, parse.TierBlock):
+                    self.declare_tier(top)
+                elif isinstance(top, parse.ClusterBlock):
+                    self.cluster_blocks.append((top, None))
                 else:
-                    self.declare_namespace(top)
-        for ns in self.namespaces.values():
-            for block in ns.blocks:
-                for stmt in block.statements:
+                    self.declare_namespace(top, None)
+        for block, tier in self.cluster_blocks:  # after `system namespaces`, wherever it is written
+            self.declare_cluster(block, tier)
+        for ns in self.scopes():
+            for statements, _tier in ns.blocks:
+                for stmt in statements:
                     if isinstance(stmt, parse.ServiceDecl):
                         self.declare_service(ns, stmt)
                     elif isinstance(stmt, parse.GroupDecl):
                         self.declare_group(ns, stmt)
-        for ns in self.namespaces.values():
+        for ns in self.scopes():
             self.check_groups(ns)
-        for ns in self.namespaces.values():
-            for block in ns.blocks:
-                for stmt in block.statements:
+        for ns in self.scopes():
+            for statements, tier in ns.blocks:
+                for stmt in statements:
                     if isinstance(stmt, parse.IsolateStmt):
-                        self.lower_isolate(ns, stmt)
+                        self.lower_isolate(ns, stmt, tier)
                     elif isinstance(stmt, parse.DnsStmt):
-                        self.lower_dns(ns, stmt)
+                        self.lower_dns(ns, stmt, tier)
                     elif isinstance(stmt, parse.FlowStmt):
-                        self.lower_flow(ns, stmt)
+                        self.lower_flow(ns, stmt, tier)
         explicit = self.dedupe(self.rules)
         derived = self.derive_counterparts(explicit)
         program = ir.Program(
@@ -223,9 +267,11 @@ class Lowering:
                 ir.Namespace(ns.name, tuple(sorted((k, v) for k, (v, _) in ns.labels.items())), ns.span)
                 for ns in sorted(self.namespaces.values(), key=lambda n: n.name)
             ),
-            services=tuple(s for ns in self.namespaces.values() for s in ns.services.values()),
+            services=tuple(s for ns in self.scopes() for s in ns.services.values()),
             isolations=tuple(self.isolations),
             rules=tuple(explicit + derived),
+            tiers=tuple(sorted(self.tiers.values(), key=lambda t: (t.order, t.name))),
+            system_namespaces=self.system,
         )
         self.lint(program)
         return program
@@ -249,14 +295,96 @@ class Lowering:
             return
         self.cidr_sets[name] = _CidrSet(name, tuple(peers), stmt.name.span)
 
-    def declare_namespace(self, block: parse.NamespaceBlock) -> None:
+    def declare_system(self, stmt: parse.SystemDecl) -> None:
+        if self.system_span is not None:
+            self.error("duplicate-name", "`system namespaces` is declared twice", stmt.span,
+                       f"first declared at {self.system_span}")
+            return
+        for word in stmt.names:
+            if (why := check_dns_label(word.text)) is not None:
+                self.error("invalid-name", f"invalid namespace name {word.text!r}: {why}", word.span)
+        self.system = tuple(sorted({w.text for w in stmt.names}))
+        self.system_span = stmt.span
+
+    def declare_tier(self, block: parse.TierBlock) -> None:
+        name = block.name.text
+        ok = True
+        if (why := check_dns_label(name)) is not None:
+            self.error("invalid-name", f"invalid tier name {name!r}: {why}", block.name.span)
+            ok = False
+        elif name in ("default", "kube-admin", "kube-baseline", "calico-system", "allow-tigera"):
+            self.error("reserved-name", f"`{name}` is a tier Calico manages itself", block.name.span,
+                       "statements outside `tier` blocks go to Calico's default tier")
+            ok = False
+        order: int | None = None
+        if re.fullmatch(r"\d{1,9}", block.order.text):
+            order = int(block.order.text)
+            if order == ir.DEFAULT_TIER_ORDER:
+                self.error("invalid-tier", f"order {order} is the default tier's own order", block.order.span,
+                           "choose a lower order to run before it, or a higher one to run after it")
+                ok = False
+        else:
+            self.error("invalid-tier", f"invalid tier order {block.order.text!r}", block.order.span,
+                       "write a whole number; lower orders are evaluated first (Calico's default tier "
+                       f"is {ir.DEFAULT_TIER_ORDER})")
+            ok = False
+        otherwise = ir.Action.DENY if block.otherwise and block.otherwise.text == "deny" else ir.Action.PASS
+        if ok and order is not None:
+            tier = ir.Tier(name, order, otherwise, block.name.span)
+            first = self.tiers.get(name)
+            if first is None:
+                self.tiers[name] = tier
+            elif (first.order, first.otherwise) != (order, otherwise):
+                self.error(
+                    "conflict",
+                    f"tier `{name}` is declared with order {first.order} and `otherwise "
+                    f"{first.otherwise.value.lower()}` elsewhere",
+                    block.name.span, f"the other declaration is at {first.span}",
+                )
+        for item in block.items:
+            if isinstance(item, parse.ClusterBlock):
+                self.cluster_blocks.append((item, name))
+            else:
+                self.declare_namespace(item, name)
+
+    def declare_cluster(self, block: parse.ClusterBlock, tier: str | None) -> None:
+        """A cluster scope: its namespaces as one selector (system namespaces left out unless asked)."""
+        selector = None
+        if block.selector is not None:
+            selector = self.lower_selector(block.selector, what="this cluster block")
+            if selector is None:
+                return
+        requirements = list(selector.requirements) if selector else []
+        if not block.including_system and self.system:
+            requirements.append(ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.NOT_IN, self.system))
+        match: ir.NamespaceMatch = (
+            ir.NamespaceBySelector(Selector.of(requirements)) if requirements else ir.AllNamespaces()
+        )
+        key = (selector, block.including_system)
+        scope = self.clusters.get(key)
+        if scope is None:
+            name = "cluster" + (f" namespaces[{selector}]" if selector else "")
+            if block.including_system:
+                name += " including system"
+            scope = self.clusters[key] = _Namespace(name, block.span, cluster=match)
+            if block.including_system and any(isinstance(s, parse.IsolateStmt) for s in block.statements):
+                self.warn(
+                    "system-namespaces",
+                    "this isolation also applies to the system namespaces: DNS, the CNI and the control "
+                    "plane's pods lose every connection no statement allows",
+                    block.span,
+                    f"without `including system`, netdsl leaves out {', '.join(self.system)}",
+                )
+        scope.blocks.append((block.statements, tier))
+
+    def declare_namespace(self, block: parse.NamespaceBlock, tier: str | None) -> None:
         name = block.name.text
         if (why := check_dns_label(name)) is not None:
             self.error("invalid-name", f"invalid namespace name {name!r}: {why}", block.name.span)
         ns = self.namespaces.get(name)
         if ns is None:
             ns = self.namespaces[name] = _Namespace(name, block.name.span)
-        ns.blocks.append(block)
+        ns.blocks.append((block.statements, tier))
         for label in block.labels:
             key, value = label.key.text, label.value.text
             if not self.valid_label(label.key, label.value):
@@ -301,7 +429,7 @@ class Lowering:
         if name in ns.services or name in ns.groups:
             first = ns.services[name].span if name in ns.services else ns.groups[name][1]
             self.error(
-                "duplicate-name", f"`{name}` is already declared in namespace `{ns.name}`", word.span,
+                "duplicate-name", f"`{name}` is already declared in {ns.what}", word.span,
                 f"first declared at {first}",
             )
             return False
@@ -316,15 +444,16 @@ class Lowering:
     def declare_service(self, ns: _Namespace, stmt: parse.ServiceDecl) -> None:
         selector = self.lower_selector(stmt.selector, what=f"service `{stmt.name.text}`")
         if not self.check_service_name(ns, stmt.name, "service") or selector is None:
-            self.failed.add((ns.name, stmt.name.text))
+            self.failed.add((ns.key, stmt.name.text))
             return
-        ns.services[stmt.name.text] = Workload(ns.name, stmt.name.text, selector, stmt.name.span)
+        ns.services[stmt.name.text] = Workload(ns.namespace, stmt.name.text, selector, stmt.name.span,
+                                               cluster=ns.cluster)
 
     def declare_group(self, ns: _Namespace, stmt: parse.GroupDecl) -> None:
         if self.check_service_name(ns, stmt.name, "group"):
             ns.groups[stmt.name.text] = (stmt.members, stmt.name.span)
         else:
-            self.failed.add((ns.name, stmt.name.text))
+            self.failed.add((ns.key, stmt.name.text))
 
     def check_groups(self, ns: _Namespace) -> None:
         for name in ns.groups:
@@ -346,9 +475,9 @@ class Lowering:
                         self.error("conflict", f"group `{name}` contains itself through `{m.text}`", m.span)
                     continue
                 out.extend(self.expand(ns, m.text, seen, report))
-            elif report and (ns.name, m.text) not in self.failed:
+            elif report and (ns.key, m.text) not in self.failed:
                 self.error(
-                    "unknown-name", f"no service or group `{m.text}` in namespace `{ns.name}`", m.span,
+                    "unknown-name", f"no service or group `{m.text}` in {ns.what}", m.span,
                     self.did_you_mean(m.text, [*ns.services, *ns.groups]),
                 )
         return list(dict.fromkeys(out))
@@ -484,43 +613,50 @@ class Lowering:
     # ---- statements
     def lower_subjects(self, ns: _Namespace, subjects: parse.Subjects) -> list[Workload]:
         if isinstance(subjects, parse.AllPods):
-            return [self.all_pods(ns.name)]
+            return [self.all_pods(ns)]
         out: list[Workload] = []
         for word in subjects:
             if word.text in ns.services or word.text in ns.groups:
                 out.extend(self.expand(ns, word.text, set()))
-            elif (ns.name, word.text) not in self.failed:
+            elif (ns.key, word.text) not in self.failed:
                 self.error(
-                    "unknown-name", f"no service or group `{word.text}` in namespace `{ns.name}`", word.span,
+                    "unknown-name", f"no service or group `{word.text}` in {ns.what}", word.span,
                     self.did_you_mean(word.text, [*ns.services, *ns.groups])
                     or f"declare it first: `service {word.text} = app={word.text}`",
                 )
         return list(dict.fromkeys(out))
 
     @staticmethod
-    def all_pods(namespace: str) -> Workload:
-        return Workload(namespace, ALL_PODS, ir.EVERYTHING)
+    def all_pods(ns: _Namespace) -> Workload:
+        return Workload(ns.namespace, ALL_PODS, ir.EVERYTHING, cluster=ns.cluster)
 
-    def lower_isolate(self, ns: _Namespace, stmt: parse.IsolateStmt) -> None:
+    def lower_isolate(self, ns: _Namespace, stmt: parse.IsolateStmt, tier: str | None) -> None:
+        if tier is not None:
+            self.error(
+                "invalid-tier", "`isolate` cannot be used inside a tier", stmt.span,
+                f"isolation is Kubernetes' default deny, in the default tier; to deny what tier `{tier}` "
+                "does not allow, declare it `otherwise deny`",
+            )
+            return
         if stmt.direction is None:
             directions = [Direction.INGRESS, Direction.EGRESS]
         else:
             directions = [Direction.INGRESS if stmt.direction.text == "ingress" else Direction.EGRESS]
         for d in directions:
-            if any(i.namespace == ns.name and i.direction is d for i in self.isolations):
-                self.warn("redundant", f"namespace `{ns.name}` is already isolated for {d.value.lower()}",
-                          stmt.span)
+            if any(i.namespace == ns.namespace and i.cluster == ns.cluster and i.direction is d
+                   for i in self.isolations):
+                self.warn("redundant", f"{ns.what} is already isolated for {d.value.lower()}", stmt.span)
                 continue
-            self.isolations.append(ir.Isolation(ns.name, d, stmt.span))
+            self.isolations.append(ir.Isolation(ns.namespace, d, stmt.span, ns.cluster))
 
-    def lower_dns(self, ns: _Namespace, stmt: parse.DnsStmt) -> None:
-        subjects = self.lower_subjects(ns, stmt.subjects) if stmt.subjects else [self.all_pods(ns.name)]
+    def lower_dns(self, ns: _Namespace, stmt: parse.DnsStmt, tier: str | None) -> None:
+        subjects = self.lower_subjects(ns, stmt.subjects) if stmt.subjects else [self.all_pods(ns)]
         peer = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
         text = self.statement_text(stmt.span)
         for s in subjects:
-            self.rules.append(ir.Rule(s, Direction.EGRESS, (peer,), DNS_PORTS, stmt.span, text))
+            self.rules.append(ir.Rule(s, Direction.EGRESS, (peer,), DNS_PORTS, stmt.span, text, tier=tier))
 
-    def lower_flow(self, ns: _Namespace, stmt: parse.FlowStmt) -> None:
+    def lower_flow(self, ns: _Namespace, stmt: parse.FlowStmt, tier: str | None) -> None:
         subjects = self.lower_subjects(ns, stmt.subjects)
         peers: list[ir.Peer] = []
         for p in stmt.peers:
@@ -532,10 +668,11 @@ class Lowering:
             self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
             peers = [ir.AnyPeer()]
         direction = Direction.INGRESS if stmt.direction == "ingress" else Direction.EGRESS
+        action = {"allow": ir.Action.ALLOW, "deny": ir.Action.DENY, "pass": ir.Action.PASS}[stmt.action]
         text = self.statement_text(stmt.span)
         unique = tuple(dict.fromkeys(peers))
         for s in subjects:
-            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text))
+            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text, action, tier=tier))
 
     def lower_peer(self, ns: _Namespace, peer: parse.Peer) -> list[ir.Peer]:
         if isinstance(peer, parse.RefPeer):
@@ -581,13 +718,10 @@ class Lowering:
             )
             return []
         if name in ns.services or name in ns.groups:
-            return [
-                ir.PodPeer(ir.NamespaceByName(ns.name), w.selector, w.name)
-                for w in self.expand(ns, name, set())
-            ]
+            return [ir.PodPeer(ns.here, w.selector, w.name) for w in self.expand(ns, name, set())]
         if name in self.cidr_sets:
             return list(self.cidr_sets[name].peers)
-        if (ns.name, name) in self.failed or ("", name) in self.failed:
+        if (ns.key, name) in self.failed or ("", name) in self.failed:
             return []
         hint = self.did_you_mean(name, [*ns.services, *ns.groups, *self.cidr_sets])
         if hint is None and name in self.namespaces:
@@ -599,7 +733,7 @@ class Lowering:
 
     def lower_scope(self, ns: _Namespace, scope: parse.NamespaceScope | None) -> ir.NamespaceMatch | None:
         if scope is None:
-            return ir.NamespaceByName(ns.name)
+            return ns.here
         if isinstance(scope, parse.NsByName):
             if (why := check_dns_label(scope.name.text)) is not None:
                 self.error("invalid-name", f"invalid namespace name {scope.name.text!r}: {why}",
@@ -647,38 +781,61 @@ class Lowering:
         * otherwise it attaches to each restricted declared service that lies within `P`.
         Differently-labelled services (`app=web`, `role=db`) are different workloads: netdsl does not
         emit a policy for every conceivable pod carrying both.
+
+        With tiers: the other half goes in the flow's tier if that tier already applies to the peer in
+        that direction (so it is reached in order); else in the default tier if the peer is restricted
+        there. It never makes a tier apply to pods it did not apply to (which could change their fate
+        under `otherwise deny`).
         """
-        isolated = {(i.namespace, i.direction) for i in self.isolations}
-        restricting: dict[tuple[str, Direction], _WorkloadIndex] = {}
-        restricted: dict[tuple[str, Direction], _WorkloadIndex] = {}
-        for name, ns in self.namespaces.items():
-            for d in Direction:
-                if (name, d) in isolated:
-                    workloads = [self.all_pods(name)]
-                else:
-                    workloads = list(dict.fromkeys(
-                        r.subject for r in explicit if r.subject.namespace == name and r.direction is d
-                    ))
-                index = restricting[(name, d)] = _WorkloadIndex(workloads)
-                restricted[(name, d)] = _WorkloadIndex([
+        by_tier: dict[tuple[str | None, Direction], list[ir.Rule]] = {}
+        for r in explicit:
+            by_tier.setdefault((r.tier, r.direction), []).append(r)
+        ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
+        cache: dict[tuple[str, Direction, str | None], tuple[_WorkloadIndex, _WorkloadIndex]] = {}
+
+        def indexes(ns: _Namespace, d: Direction, tier: str | None) -> tuple[_WorkloadIndex, _WorkloadIndex]:
+            key = (ns.name, d, tier)
+            if key not in cache:
+                labels = ns_labels.get(ns.name, {})
+                workloads: list[Workload] = []
+                if tier is None and any(
+                    i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations
+                ):
+                    workloads.append(self.all_pods(ns))
+                workloads += [
+                    r.subject for r in by_tier.get((tier, d), ()) if r.subject.applies_in(ns.name, labels)
+                ]
+                index = _WorkloadIndex(list(dict.fromkeys(workloads)))
+                restricted = _WorkloadIndex([
                     s for s in ns.services.values()
                     if any(r.selector.matches(s.example) for r in index.compatible(s.selector))
                 ])
-        ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
+                cache[key] = (index, restricted)
+            return cache[key]
+
+        covered_anywhere = [i.cluster for i in self.isolations if i.cluster is not None] + [
+            r.subject.cluster for r in explicit if r.subject.cluster is not None
+        ]
         seen = {_rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
         for rule in explicit:
-            back = ir.PodPeer(ir.NamespaceByName(rule.subject.namespace), rule.subject.selector,
-                              _peer_label(rule.subject))
+            if rule.action is not ir.Action.ALLOW:
+                continue  # a deny or pass needs no help from the other side
+            here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
+            back = ir.PodPeer(here, rule.subject.selector, _peer_label(rule.subject))
             opposite = rule.direction.opposite
+            tiers = [rule.tier] if rule.tier is None else [rule.tier, None]
             for peer in rule.peers:
                 if isinstance(peer, ir.AnyPeer):  # every pod is among the peers of `anywhere`
                     peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")
                 if not isinstance(peer, ir.PodPeer):
                     continue
                 if isinstance(peer.namespaces, ir.NamespaceByName):
-                    found = self.namespaces.get(peer.namespaces.name)
+                    name = peer.namespaces.name
+                    found = self.namespaces.get(name)
+                    if found is None and any(ir.namespace_matches(c, name, {}) for c in covered_anywhere):
+                        found = _Namespace(name, rule.span)  # not declared, but a cluster statement covers it
                     targets = [found] if found is not None else []
                 else:
                     targets = [
@@ -686,15 +843,15 @@ class Lowering:
                         if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
                     ]
                 for ns in targets:
-                    for subject in self.counterpart_subjects(
-                        ns, peer.pods, restricting[(ns.name, opposite)], restricted[(ns.name, opposite)]
-                    ):
-                        new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
-                                      derived=True)
-                        key = _rule_key(new)
-                        if key not in seen and not covered.covers(new):
-                            seen.add(key)
-                            derived.append(new)
+                    for tier in tiers:
+                        restricting, restricted = indexes(ns, opposite, tier)
+                        for subject in self.counterpart_subjects(ns, peer.pods, restricting, restricted):
+                            new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
+                                          derived=True, tier=tier)
+                            key = _rule_key(new)
+                            if key not in seen and not covered.covers(new):
+                                seen.add(key)
+                                derived.append(new)
         return derived
 
     def counterpart_subjects(
@@ -702,13 +859,21 @@ class Lowering:
     ) -> list[Workload]:
         candidates = restricting.compatible(peer)
         pods = set(peer.requirements)
+        out: list[Workload] = []
         if any(set(r.selector.requirements) <= pods for r in candidates):
             return [self.peer_workload(ns, peer)]  # every pod of the peer is restricted
         if any(s.selector == peer for s in ns.services.values()):
-            # A service: the restricted services inside it (services are workloads, see above).
-            return [s for s in restricted.compatible(peer) if peer.matches(s.example)]
+            # A service: the restricted services inside it (services are workloads, see above) - only
+            # their restricted part, so that no pod becomes restricted by the other half itself.
+            for s in restricted.compatible(peer):
+                if not peer.matches(s.example):
+                    continue
+                for r in restricting.compatible(s.selector):
+                    if r.selector.matches(s.example):
+                        inside = set(r.selector.requirements) <= set(s.selector.requirements)
+                        out.append(s if inside else self.peer_workload(ns, s.selector.conjoin(r.selector)))
+            return list(dict.fromkeys(out))
         # An ad-hoc `pods[...]` peer may overlap any workload: cover exactly the overlap.
-        out: list[Workload] = []
         for r in candidates:
             both = peer.conjoin(r.selector)
             if both.satisfiable:
@@ -722,14 +887,14 @@ class Lowering:
             if s.selector == selector:
                 return s
         if selector.is_everything:
-            return self.all_pods(ns.name)
+            return self.all_pods(ns)
         name = sanitize_name("pods-" + "-".join(
             f"{r.key.rpartition('/')[2]}-{'-'.join(r.values) or r.operator.value.lower()}"
             for r in selector.requirements
         ))
         if name in ns.services or name in ns.groups or name in RESERVED_NAMES:
             name = sanitize_name(name + "-" + str(selector))
-        return Workload(ns.name, name, selector, None, declared=False)
+        return Workload(ns.namespace, name, selector, None, declared=False, cluster=ns.cluster)
 
     # ---- lints
     def lint(self, program: ir.Program) -> None:
@@ -738,31 +903,34 @@ class Lowering:
 
     def lint_dns(self, program: ir.Program) -> None:
         dns_labels = DNS_SELECTOR.example_labels() or {}
-        for ns in program.namespaces:
+        for ns in self.scopes():
             isolated = next(
-                (i for i in program.isolations if i.namespace == ns.name and i.direction is Direction.EGRESS),
+                (i for i in program.isolations if i.namespace == ns.namespace and i.cluster == ns.cluster
+                 and i.direction is Direction.EGRESS),
                 None,
             )
             restricted: dict[Workload, Span | None] = {}
             if isolated is not None:
-                declared = [s for s in program.services if s.namespace == ns.name]
-                for s in declared or [self.all_pods(ns.name)]:
+                for s in list(ns.services.values()) or [self.all_pods(ns)]:
                     restricted[s] = isolated.span
-            for r in program.rules:
-                if r.subject.namespace == ns.name and r.direction is Direction.EGRESS and not r.derived:
+            in_scope = [
+                r for r in program.rules
+                if r.direction is Direction.EGRESS and r.subject.namespace == ns.namespace
+                and r.subject.cluster == ns.cluster
+            ]
+            for r in in_scope:
+                if not r.derived:
                     restricted.setdefault(r.subject, r.span)
             dns_rules = [
-                r for r in program.rules
-                if r.direction is Direction.EGRESS and r.subject.namespace == ns.name
-                and _reaches(r, DNS_NAMESPACE, dns_labels, Protocol.UDP, 53)
+                r for r in in_scope
+                if r.action is ir.Action.ALLOW and _reaches(r, DNS_NAMESPACE, dns_labels, Protocol.UDP, 53)
             ]
             for w, span in restricted.items():
-                labels = w.selector.example_labels() or {}
-                if not any(r.subject.selector.matches(labels) for r in dns_rules):
+                if not any(r.subject.selector.matches(w.example) for r in dns_rules):
                     who = "every pod" if w.name == ALL_PODS else f"`{w.name}`"
                     self.warn(
                         "egress-without-dns",
-                        f"egress of {who} in namespace `{ns.name}` is restricted but DNS is not allowed",
+                        f"egress of {who} in {ns.what} is restricted but DNS is not allowed",
                         span,
                         "add `allow dns` (or `allow dns for NAME`) to this namespace",
                     )
@@ -783,6 +951,8 @@ class Lowering:
                 if isinstance(p.namespaces, ir.NamespaceBySelector):
                     if "name" in p.namespaces.selector.equalities():
                         continue  # already reported as namespace-name-label
+                    if any(q.key == ir.NAMESPACE_NAME_LABEL for q in p.namespaces.selector.requirements):
+                        continue  # a cluster scope: every namespace but the system ones
                     if not any(p.namespaces.selector.matches(lab) for lab in ns_labels.values()):
                         key = (r.span, str(p.namespaces.selector))
                         if key not in reported:
@@ -832,8 +1002,8 @@ def _peer_label(w: Workload) -> str:
 
 
 def _rule_key(r: ir.Rule) -> tuple[object, ...]:
-    return (r.subject.namespace, r.subject.selector, r.direction, frozenset(r.peers), frozenset(r.ports),
-            r.action)
+    return (r.subject.namespace, r.subject.cluster, r.subject.selector, r.direction, frozenset(r.peers),
+            frozenset(r.ports), r.action, r.tier)
 
 
 def _reaches(rule: ir.Rule, namespace: str, labels: dict[str, str], protocol: Protocol, port: int) -> bool:

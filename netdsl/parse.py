@@ -153,13 +153,16 @@ class GroupDecl:
 
 @dataclass(frozen=True, slots=True)
 class FlowStmt:
-    """`X accepts P on ...` (direction ingress) or `X connects to P on ...` (egress)."""
+    """`X accepts P on ...` (allow, ingress), `X connects to P on ...` (allow, egress), or the general
+    `X allows|denies|passes from|to P on ...`."""
 
     direction: Literal["ingress", "egress"]
     subjects: Subjects
     peers: tuple[Peer, ...]
     ports: tuple[Word, ...]
     span: Span
+    action: Literal["allow", "deny", "pass"] = "allow"
+    verb: Word | None = None  # the action word, when written
 
 
 NamespaceStmt: TypeAlias = Union[IsolateStmt, DnsStmt, ServiceDecl, GroupDecl, FlowStmt]
@@ -186,7 +189,33 @@ class CidrsDecl:
     span: Span
 
 
-TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl]
+@dataclass(frozen=True, slots=True)
+class ClusterBlock:
+    """Statements for every namespace (but the system ones, unless `including system`), or for the
+    namespaces matching `selector`."""
+
+    selector: Selector | None
+    including_system: bool
+    statements: tuple[NamespaceStmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TierBlock:
+    name: Word
+    order: Word
+    otherwise: Word | None  # `deny` or `pass`
+    items: tuple[Union[NamespaceBlock, ClusterBlock], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SystemDecl:
+    names: tuple[Word, ...]
+    span: Span
+
+
+TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl, ClusterBlock, TierBlock, SystemDecl]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +243,10 @@ def _meta_span(path: str, meta: Any) -> Span:
     if getattr(meta, "empty", True):
         return Span(path, 1, 1, 1, 1)
     return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+_ACTIONS = {"allows": "allow", "allow": "allow", "denies": "deny", "deny": "deny", "passes": "pass",
+            "pass": "pass"}
 
 
 @v_args(meta=True)
@@ -361,6 +394,34 @@ class _Build(Transformer[Token, Any]):
 
     def connects_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
         return FlowStmt("egress", c[0], c[1], c[2] or (), self._span(meta))
+
+    def action_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
+        verb: Word = c[1]
+        action: Any = _ACTIONS[verb.text]
+        direction: Any = "ingress" if c[2].text == "from" else "egress"
+        return FlowStmt(direction, c[0], c[3], c[4] or (), self._span(meta), action, verb)
+
+    def ACTION(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def FROM_TO(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def OTHERWISE(self, tok: Token) -> Word:  # noqa: N802
+        word = self._word(tok)
+        return Word(word.text.split()[-1], word.span)
+
+    def INCLUDING_SYSTEM(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def cluster_block(self, meta: Any, c: list[Any]) -> ClusterBlock:
+        return ClusterBlock(c[0], c[1] is not None, c[2], self._span(meta))
+
+    def tier_block(self, meta: Any, c: list[Any]) -> TierBlock:
+        return TierBlock(c[0], c[1], c[2], tuple(c[3:]), self._span(meta))
+
+    def system_decl(self, meta: Any, c: list[Word]) -> SystemDecl:
+        return SystemDecl(tuple(c), self._span(meta))
 
     def ns_body(self, meta: Any, c: list[Any]) -> tuple[NamespaceStmt, ...]:
         return tuple(c)

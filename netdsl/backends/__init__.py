@@ -37,6 +37,10 @@ class Capability(str, Enum):
     PORT_RANGES = "port ranges"
     SCTP = "SCTP"
     CIDR_EXCEPT = "CIDR except blocks"
+    DENY = "deny rules"
+    PASS = "pass rules (handing traffic to the next tier)"
+    TIERS = "policy tiers"
+    CLUSTER_WIDE = "cluster-wide statements"
 
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netdsl"}
@@ -88,21 +92,33 @@ class Backend(abc.ABC):
         """An error for every statement this target cannot express."""
         out: list[Diagnostic] = []
         reported: set[tuple[Span, Capability]] = set()
-        for rule in program.rules:
-            for cap, span in required_capabilities(rule):
-                if cap in self.capabilities or (span, cap) in reported:
-                    continue
-                reported.add((span, cap))
-                able = [n for n in backend_names() if cap in BACKENDS[n].capabilities]
-                out.append(error(
-                    "unsupported", f"target `{self.name}` cannot express {cap.value}", span,
-                    f"targets that can: {', '.join(able)}" if able else None,
-                ))
-        return out
+        needs = [(cap, span) for rule in program.rules for cap, span in required_capabilities(rule)]
+        needs += [(Capability.CLUSTER_WIDE, i.span) for i in program.isolations if i.cluster is not None]
+        needs += [(Capability.TIERS, t.span) for t in program.tiers]
+        for cap, span in needs:
+            if cap in self.capabilities or (span, cap) in reported:
+                continue
+            reported.add((span, cap))
+            able = [n for n in backend_names() if cap in BACKENDS[n].capabilities]
+            out.append(error(
+                "unsupported", f"target `{self.name}` cannot express {cap.value}", span,
+                f"targets that can: {', '.join(able)}" if able else
+                "no target netdsl has can express it yet",
+            ))
+        return sorted(out, key=lambda d: d.span.sort_key if d.span else ("", 0, 0))
 
 
 def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:
-    yield Capability.ALLOW, rule.span
+    if rule.action is ir.Action.ALLOW:
+        yield Capability.ALLOW, rule.span
+    elif rule.action is ir.Action.DENY:
+        yield Capability.DENY, rule.span
+    else:
+        yield Capability.PASS, rule.span
+    if rule.tier is not None:
+        yield Capability.TIERS, rule.span
+    if rule.subject.cluster is not None:
+        yield Capability.CLUSTER_WIDE, rule.span
     for p in rule.ports:
         if p.name is not None:
             yield Capability.NAMED_PORTS, rule.span

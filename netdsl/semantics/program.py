@@ -34,32 +34,60 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
 
 
 class ProgramSemantics:
+    """Tiers are evaluated in order (the default tier, holding statements outside `tier` blocks, at
+    order 1000000). A tier applies to a pod's direction when one of its rules, or (default tier) an
+    isolation, applies to the pod. In an applying tier the first matching rule in source order decides:
+    allow or deny ends evaluation, pass goes on to the next tier; with no match the tier's `otherwise`
+    decides (the default tier denies). A direction no tier decides is allowed, as without policy.
+    With only allow rules this is exactly Kubernetes' union-of-allows with per-direction isolation."""
+
     def __init__(self, program: ir.Program, topology: Topology) -> None:
         self.program = program
         self.topology = topology
-        self.isolated = {(i.namespace, i.direction): i for i in program.isolations}
-        self.rules: dict[tuple[str, Direction], list[ir.Rule]] = defaultdict(list)
-        for r in program.rules:
-            self.rules[(r.subject.namespace, r.direction)].append(r)
+        self.tiers = sorted(
+            [(t.order, t.name, t.otherwise) for t in program.tiers]
+            + [(ir.DEFAULT_TIER_ORDER, None, ir.Action.DENY)],
+            key=lambda t: (t[0], t[1] or "default"),
+        )
+        self.rules: dict[tuple[str | None, Direction], list[ir.Rule]] = defaultdict(list)
+        for r in sorted(program.rules, key=lambda r: (*r.span.sort_key, r.derived)):
+            self.rules[(r.tier, r.direction)].append(r)
 
     def side(self, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> Verdict:
-        applying = [
-            r for r in self.rules.get((pod.namespace, direction), ())
-            if r.subject.selector.matches(dict(pod.labels))
-        ]
-        isolation = self.isolated.get((pod.namespace, direction))
-        if not applying and isolation is None:
-            return Verdict(True, ())
-        allowing = [
-            r for r in applying
-            if any(peer_matches(p, other, self.topology) for p in r.peers)
-            and (not r.ports or any(port_matches(p, conn) for p in r.ports))
-        ]
-        if allowing:
-            return Verdict(True, tuple(_describe(r) for r in allowing))
-        why = [f"{isolation.span}: isolate {direction.value.lower()}"] if isolation else []
-        why += [f"{pod} {direction.value.lower()} is restricted by {_describe(r)}" for r in applying[:1]]
-        return Verdict(False, tuple(why))
+        labels = self.topology.namespace_labels(pod.namespace)
+        pod_labels = dict(pod.labels)
+        for _order, tier, otherwise in self.tiers:
+            applying = [
+                r for r in self.rules.get((tier, direction), ())
+                if r.subject.applies_in(pod.namespace, labels) and r.subject.selector.matches(pod_labels)
+            ]
+            isolation = None
+            if tier is None:
+                isolation = next(
+                    (i for i in self.program.isolations
+                     if i.direction is direction and i.applies_in(pod.namespace, labels)),
+                    None,
+                )
+            if not applying and isolation is None:
+                continue
+            decided = next(
+                (r for r in applying
+                 if any(peer_matches(p, other, self.topology) for p in r.peers)
+                 and (not r.ports or any(port_matches(p, conn) for p in r.ports))),
+                None,
+            )
+            if decided is not None and decided.action is ir.Action.PASS:
+                continue
+            if decided is not None:
+                return Verdict(decided.action is ir.Action.ALLOW, (_describe(decided),))
+            if otherwise is ir.Action.PASS:
+                continue
+            why = [f"{isolation.span}: isolate {direction.value.lower()}"] if isolation else []
+            why += [f"{pod} {direction.value.lower()} is restricted by {_describe(r)}" for r in applying[:1]]
+            if tier is not None:
+                why.append(f"tier {tier}: otherwise deny")
+            return Verdict(False, tuple(why))
+        return Verdict(True, ())
 
     def decide(self, conn: Connection) -> Verdict:
         reasons: list[str] = []
