@@ -12,7 +12,9 @@ from typing import TextIO
 import click
 
 from netdsl import __version__
-from netdsl.backends import backend_names
+from netdsl.backends import Options, backend_names
+from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
+from netdsl.backends.calico import parse_version
 from netdsl.compiler import STDIN, Result, check, compile_paths, stream
 from netdsl.diagnostics import error, render_json, render_text, sort_key
 from netdsl.output import write_directory
@@ -53,6 +55,14 @@ def _report(result: Result, fmt: str) -> None:
             )
 
 
+def _check_version(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_version(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a version like 3.32") from None
+    return value
+
+
 paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
 format_option = click.option(
     "--diagnostics", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -73,10 +83,20 @@ def main() -> None:
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write one file per object plus kustomization.yaml into this directory "
                    "(default: a YAML stream on stdout).")
+@click.option("--staged", is_flag=True,
+              help="Emit Calico's Staged* kinds, which report what they would do without enforcing it "
+                   "(Calico 3.30 or later): preview a policy set before it bites.")
+@click.option("--calico-version", default=DEFAULT_CALICO_VERSION, show_default=True, metavar="X.Y",
+              callback=_check_version,
+              help="The Calico release the output is for: picks policy naming in tiers (before 3.32: "
+                   "<tier>.<name>) and refuses features the release lacks.")
 @format_option
-def compile_command(paths: tuple[str, ...], target: str, output: Path | None, fmt: str) -> None:
+def compile_command(
+    paths: tuple[str, ...], target: str, output: Path | None, fmt: str, staged: bool, calico_version: str
+) -> None:
     """Compile PATHS (.seg files, directories of them, or - for stdin) for one target."""
-    result = compile_paths(paths, target, stdin=_stdin_if_needed(paths))
+    options = Options({"staged": staged, "calico_version": calico_version})
+    result = compile_paths(paths, target, options, stdin=_stdin_if_needed(paths))
     if result.ok and output is not None:
         try:
             _written, removed = write_directory(output, result.manifests)

@@ -142,10 +142,12 @@ def compile_paths(
     if result.program is None:
         return result
     backend = get_backend(target)
+    options = options or Options()
     result.diagnostics.extend(backend.unsupported(result.program))
+    result.diagnostics.extend(backend.check_options(result.program, options))
     if not result.ok:
         return result
-    manifests = backend.build(result.program, options or Options())
+    manifests = backend.build(result.program, options)
     result.diagnostics.extend(render_and_check(backend, manifests))
     if result.ok:
         result.manifests = manifests

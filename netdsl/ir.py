@@ -203,6 +203,7 @@ class CidrPeer:
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
     label: str = field(default="", compare=False)
+    network_set: str | None = field(default=None, compare=False)  # the `cidrs NAME` it comes from
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netdsl import ir, parse
 from netdsl.diagnostics import Diagnostic, error, warning
@@ -289,7 +289,10 @@ class Lowering:
                 f"first declared at {first}",
             )
             return
-        peers = [p for item in stmt.items if (p := self.lower_cidr(item, label=name)) is not None]
+        peers = [
+            replace(p, network_set=name)
+            for item in stmt.items if (p := self.lower_cidr(item, label=name)) is not None
+        ]
         if len(peers) != len(stmt.items):
             self.failed.add(("", name))
             return

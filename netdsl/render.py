@@ -71,9 +71,10 @@ def comment_text(value: object) -> str:
 
 @functools.cache
 def environment(target: str) -> jinja2.Environment:
-    folder = resources.files("netdsl.templates").joinpath(target)
+    root = resources.files("netdsl.templates")
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
+        # the target's own templates, then the layouts all targets share (Kubernetes metadata, ...)
+        loader=jinja2.FileSystemLoader([str(root.joinpath(target)), str(root.joinpath("common"))]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     def build(self, program: ir.Program, options: Options) -> list[Manifest]:
         """The manifests for `program`, as data plus the template and context that lay each out."""
 
+    def check_options(self, program: ir.Program, options: Options) -> list[Diagnostic]:
+        """Errors for what the options make impossible (an old version, say). None by default."""
+        return []
+
     def unsupported(self, program: ir.Program) -> list[Diagnostic]:
         """An error for every statement this target cannot express."""
         out: list[Diagnostic] = []
@@ -167,9 +171,10 @@ def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Di
 
 
 def _registry() -> dict[str, type[Backend]]:
+    from netdsl.backends.calico import CalicoBackend
     from netdsl.backends.vanilla import VanillaBackend
 
-    return {b.name: b for b in (VanillaBackend,)}
+    return {b.name: b for b in (VanillaBackend, CalicoBackend)}
 
 
 BACKENDS: dict[str, type[Backend]] = {}

@@ -20,9 +20,13 @@ from netdsl.backends import (
     Options,
     source_annotation,
 )
+from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
+from netdsl.backends.calico import parse_version
+from netdsl.diagnostics import Diagnostic, error
 from netdsl.source import Span
 
 API_VERSION = "networking.k8s.io/v1"
+STAGED_API_VERSION = "projectcalico.org/v3"
 
 
 def label_selector(selector: ir.Selector) -> dict[str, Any]:
@@ -107,12 +111,14 @@ def metadata(name: str, namespace: str, spans: list[Span]) -> dict[str, Any]:
 
 class VanillaBackend(Backend):
     name = "vanilla"
+    staged = False
     capabilities = frozenset({
         Capability.ALLOW, Capability.ISOLATION, Capability.NAMED_PORTS, Capability.PORT_RANGES,
         Capability.SCTP, Capability.CIDR_EXCEPT,
     })
 
     def build(self, program: ir.Program, options: Options) -> list[Manifest]:
+        self.staged = bool(options.extra.get("staged"))
         out: list[Manifest] = []
         isolations: dict[str, list[ir.Isolation]] = defaultdict(list)
         for i in program.isolations:
@@ -154,14 +160,26 @@ class VanillaBackend(Backend):
         out.sort(key=lambda m: m.sort_key)
         return out
 
+    def check_options(self, program: ir.Program, options: Options) -> list[Diagnostic]:
+        version = parse_version(str(options.extra.get("calico_version", DEFAULT_CALICO_VERSION)))
+        if options.extra.get("staged") and version < (3, 30):
+            return [error("unsupported", "staged policies need Calico 3.30 or later", None,
+                          "use --calico-version 3.30 or later, or leave out --staged")]
+        return []
+
     def _manifest(
         self, body: dict[str, Any], ingress: list[ir.Rule], egress: list[ir.Rule], rank: int = 1
     ) -> Manifest:
+        if self.staged:
+            # Calico's preview of a Kubernetes NetworkPolicy: same spec, reported but not enforced.
+            body["apiVersion"] = STAGED_API_VERSION
+            body["kind"] = "StagedKubernetesNetworkPolicy"
+            body["spec"] = {"stagedAction": "Set", **body["spec"]}
         meta = body["metadata"]
         context = {
             "policy": body,
             "ingress_comments": [rule_comment(r) for r in ingress],
             "egress_comments": [rule_comment(r) for r in egress],
         }
-        return Manifest(API_VERSION, "NetworkPolicy", meta["name"], meta["namespace"], body,
+        return Manifest(body["apiVersion"], body["kind"], meta["name"], meta["namespace"], body,
                         "NetworkPolicy.yaml.j2", context, rank=rank)

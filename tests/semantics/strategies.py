@@ -83,3 +83,45 @@ def extra_pods(draw: st.DrawFn) -> list[Pod]:
         ns = draw(st.sampled_from([*NAMESPACES, "kube-system", "elsewhere"]))
         pods.append(Pod(ns, f"extra-{i}", labels, {"http": (8080, Protocol.TCP)}))
     return pods
+
+
+@st.composite
+def ordered_programs(draw: st.DrawFn) -> str:
+    """A program for targets with ordered policy: a vanilla-style program plus tiers with allow, deny
+    and pass statements, and cluster-wide blocks."""
+    text = draw(programs())
+    services: dict[str, list[str]] = {}
+    current = ""
+    for ln in text.splitlines():
+        if ln.startswith("namespace "):
+            current = ln.split()[1]
+            services.setdefault(current, [])
+        elif ln.startswith("  service "):
+            services[current].append(ln.split()[1])
+    namespaces = sorted(services)
+    peers = [
+        "cidr 10.0.0.0/8 except (10.1.0.0/16)", "cidr 192.0.2.0/24", "anywhere", "all pods",
+        "pods[app=api]", "namespace prod", "namespaces[env=a]", "pods[app=db] in all namespaces",
+    ]
+    verbs = ["allows from", "allows to", "denies from", "denies to", "passes from", "passes to",
+             "accepts", "connects to"]
+    blocks = []
+    for t in range(draw(st.integers(0, 2))):
+        otherwise = draw(st.sampled_from(["", " otherwise deny", " otherwise pass"]))
+        lines = [f"tier t{t} order {draw(st.sampled_from([10, 100, 2000000]))}{otherwise} {{"]
+        for _ in range(draw(st.integers(1, 3))):
+            scope = draw(st.sampled_from([*namespaces, "cluster"]))
+            subject = "all pods" if scope == "cluster" else draw(st.sampled_from(["all pods", *services[scope]]))
+            stmt = f"{subject} {draw(st.sampled_from(verbs))} {draw(st.sampled_from(peers))}"
+            ports = draw(st.sampled_from(["", " on 80", " on 53/udp, 443"]))
+            header = "cluster" if scope == "cluster" else f"namespace {scope}"
+            lines.append(f"  {header} {{ {stmt}{ports} }}")
+        lines.append("}")
+        blocks.append("\n".join(lines))
+    if draw(st.booleans()):
+        body = draw(st.sampled_from(["isolate", "isolate ingress", "allow dns", "isolate egress; allow dns",
+                                     "all pods denies from cidr 192.0.2.0/24",
+                                     "all pods accepts pods[app=api]"]))
+        header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
+        blocks.append(f"{header} {{ {body} }}")
+    return text + "\n".join(blocks) + "\n"

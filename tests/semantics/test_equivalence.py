@@ -7,14 +7,15 @@ import ipaddress
 from dataclasses import replace
 
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 
 from netdsl.compiler import compile_paths
 from netdsl.ir import Protocol
+from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.vanilla import VanillaSemantics
-from tests.semantics.strategies import extra_pods, programs
+from tests.semantics.strategies import extra_pods, ordered_programs, programs
 
 PROBES = [
     (Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443),
@@ -57,14 +58,48 @@ def test_vanilla_manifests_mean_what_the_program_means(text: str, pods: list[Pod
     assert not mismatches, text + "\n" + "\n".join(mismatches[:10])
 
 
-def compile_paths_text(text: str):  # type: ignore[no-untyped-def]
+def compile_paths_text(text: str, target: str = "vanilla"):  # type: ignore[no-untyped-def]
     import pathlib
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         path = pathlib.Path(d) / "p.seg"
         path.write_text(text)
-        return compile_paths([str(path)], "vanilla")
+        return compile_paths([str(path)], target)
+
+
+def assert_same_meaning(text: str, target: str, evaluator: type, pods: list[Pod]) -> None:
+    result = compile_paths_text(text, target)
+    assert result.ok, [d.message for d in result.diagnostics if d.is_error]
+    assert result.program is not None
+    topology = with_extras(topology_from_program(result.program), pods)
+    objects = list(yaml.safe_load_all("".join("---\n" + m.text for m in result.manifests)))
+    program = ProgramSemantics(result.program, topology)
+    emitted = evaluator(objects, topology)
+    mismatches = []
+    for src in topology.endpoints:
+        for dst in topology.endpoints:
+            if src == dst or (isinstance(src, External) and isinstance(dst, External)):
+                continue
+            for proto, port in PROBES:
+                conn = Connection(src, dst, proto, port)
+                want, got = program.decide(conn), emitted.decide(conn)
+                if want.allowed != got.allowed:
+                    mismatches.append(f"{conn}: program {want}, {target} {got}")
+    assert not mismatches, text + "\n" + "\n".join(mismatches[:10])
+
+
+@settings(max_examples=settings.default.max_examples // 2)
+@given(programs(), extra_pods())
+def test_calico_manifests_of_vanilla_programs_mean_the_same(text: str, pods: list[Pod]) -> None:
+    assert_same_meaning(text, "calico", CalicoSemantics, pods)
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(ordered_programs(), extra_pods())
+def test_calico_manifests_mean_what_the_program_means(text: str, pods: list[Pod]) -> None:
+    """Tiers, first-match order, deny and pass, cluster-wide statements."""
+    assert_same_meaning(text, "calico", CalicoSemantics, pods)
 
 
 @given(programs())

@@ -1,0 +1,359 @@
+"""projectcalico.org/v3: Tier, NetworkPolicy, GlobalNetworkPolicy, GlobalNetworkSet (and the Staged
+kinds with --staged).
+
+Calico evaluates tiers by order, policies in a tier by order, rules in a policy in order; the first
+Allow or Deny decides, Pass goes on to the next tier, and a tier that applies to a pod but decides
+nothing applies its defaultAction. So:
+
+* a tier with only allow statements gets one policy per workload (order does not matter there);
+  a tier with deny or pass statements gets one policy per statement and workload, ordered like the
+  statements, with gaps (100, 200, ...) so hand-written policies can be slotted in between;
+* every `tier` is emitted with an explicit defaultAction: Pass unless the program says
+  `otherwise deny` - the seed's §8.2 black-hole is a tier without it;
+* rule fields are ANDed in Calico, so each peer becomes its own rule, and each protocol too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from netdsl import ir
+from netdsl.backends import (
+    MANAGED_BY,
+    SOURCE_ANNOTATION,
+    Backend,
+    Capability,
+    Manifest,
+    Options,
+    source_annotation,
+)
+from netdsl.diagnostics import Diagnostic, error
+from netdsl.source import Span
+
+API_VERSION = "projectcalico.org/v3"
+NETWORK_SET_LABEL = "netdsl.dev/network-set"
+CALICO_NAMESPACE_NAME = "projectcalico.org/name"  # Calico's own label for a namespace's name
+DEFAULT_VERSION = "3.32"
+ALLOW_ONLY_ORDER = 1000
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    major, _, rest = text.removeprefix("v").partition(".")
+    minor = rest.partition(".")[0]
+    return int(major), int(minor)
+
+
+def quote(value: str) -> str:
+    """A Calico selector string literal. Label values are validated (letters, digits, - _ .), so no
+    escaping is ever needed; refuse anything else rather than emit a selector that means something else."""
+    if "'" in value or "\\" in value:
+        raise ValueError(f"cannot quote {value!r} in a Calico selector")
+    return f"'{value}'"
+
+
+def selector(sel: ir.Selector, *, namespace_labels: bool = False) -> str:
+    """A Calico selector expression: `app == 'web' && tier in {'a', 'b'} && !has(legacy)`."""
+    parts = []
+    for r in sel.requirements:
+        key = CALICO_NAMESPACE_NAME if namespace_labels and r.key == ir.NAMESPACE_NAME_LABEL else r.key
+        values = ", ".join(quote(v) for v in r.values)
+        if r.operator is ir.Operator.IN:
+            parts.append(f"{key} == {quote(r.values[0])}" if len(r.values) == 1 else f"{key} in {{{values}}}")
+        elif r.operator is ir.Operator.NOT_IN:
+            # `not in` also matches pods without the label, like Kubernetes' NotIn
+            parts.append(f"{key} not in {{{values}}}")
+        elif r.operator is ir.Operator.EXISTS:
+            parts.append(f"has({key})")
+        else:
+            parts.append(f"!has({key})")
+    return " && ".join(parts) if parts else "all()"
+
+
+def namespace_selector(match: ir.NamespaceMatch) -> str:
+    if isinstance(match, ir.NamespaceByName):
+        return f"{CALICO_NAMESPACE_NAME} == {quote(match.name)}"
+    if isinstance(match, ir.NamespaceBySelector):
+        return selector(match.selector, namespace_labels=True)
+    return "all()"
+
+
+def exact_nets(peer: ir.CidrPeer) -> list[str]:
+    """The CIDR minus its except blocks, as a list of CIDRs (for network sets, which have no except)."""
+    nets = [peer.cidr]
+    for ex in peer.excepts:
+        nets = [piece for n in nets for piece in (n.address_exclude(ex) if ex.subnet_of(n) else [n])]  # type: ignore[arg-type]
+    return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[type-var]
+
+
+class CalicoBackend(Backend):
+    name = "calico"
+    capabilities = frozenset({
+        Capability.ALLOW, Capability.DENY, Capability.PASS, Capability.TIERS, Capability.CLUSTER_WIDE,
+        Capability.ISOLATION, Capability.NAMED_PORTS, Capability.PORT_RANGES, Capability.SCTP,
+        Capability.CIDR_EXCEPT,
+    })
+
+    def check_options(self, program: ir.Program, options: Options) -> list[Diagnostic]:
+        version = parse_version(str(options.extra.get("calico_version", DEFAULT_VERSION)))
+        out = []
+        if version < (3, 29) and program.tiers:
+            out.append(error(
+                "unsupported", f"Calico {version[0]}.{version[1]} has no policy tiers (open source "
+                "Calico has them from 3.29)", program.tiers[0].span, "use --calico-version 3.29 or later",
+            ))
+        if version < (3, 30) and options.extra.get("staged"):
+            out.append(error(
+                "unsupported", f"Calico {version[0]}.{version[1]} has no staged policies (open source "
+                "Calico has them from 3.30)", None, "use --calico-version 3.30 or later",
+            ))
+        return out
+
+    def build(self, program: ir.Program, options: Options) -> list[Manifest]:
+        return _Builder(program, options).build()
+
+
+class _Builder:
+    def __init__(self, program: ir.Program, options: Options) -> None:
+        self.program = program
+        self.version = parse_version(str(options.extra.get("calico_version", DEFAULT_VERSION)))
+        self.staged = bool(options.extra.get("staged"))
+        self.network_sets = self.reused_network_sets()
+        self.out: list[Manifest] = []
+
+    # ---- objects
+    def build(self) -> list[Manifest]:
+        for t in self.program.tiers:
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": "Tier",
+                "metadata": self.metadata(t.name, None, [t.span]),
+                "spec": {"order": t.order, "defaultAction": t.otherwise.value},
+            }
+            self.add(body, "Tier.yaml.j2", rank=0)
+        for name, (peer, spans) in sorted(self.network_sets.items()):
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": "GlobalNetworkSet",
+                "metadata": self.metadata(name, None, spans, {NETWORK_SET_LABEL: name}),
+                "spec": {"nets": [n for p in peer for n in exact_nets(p)]},
+            }
+            self.add(body, "GlobalNetworkSet.yaml.j2", rank=0)
+        self.isolations()
+        tiers: dict[str | None, list[ir.Rule]] = defaultdict(list)
+        for r in self.program.rules:
+            tiers[r.tier].append(r)
+        for tier, rules in tiers.items():
+            rules.sort(key=lambda r: (*r.span.sort_key, r.derived))
+            if all(r.action is ir.Action.ALLOW for r in rules):
+                groups = self.group(rules, lambda r: (r.subject,))
+                for (subject,), members in groups.items():
+                    self.policy(subject, tier, ALLOW_ONLY_ORDER, members, subject.name)
+            else:
+                statements = list(dict.fromkeys(r.span for r in rules))
+                position = {span: i for i, span in enumerate(statements)}
+                groups = self.group(rules, lambda r: (r.span, r.subject))
+                for (span, subject), members in groups.items():
+                    action = members[0].action.value.lower()
+                    digest = hashlib.sha256(f"{members[0].text}|{span.path}".encode()).hexdigest()[:6]
+                    self.policy(subject, tier, 100 * (position[span] + 1), members,
+                                f"{subject.name}-{action}-{digest}")
+        self.out.sort(key=lambda m: m.sort_key)
+        return self.out
+
+    @staticmethod
+    def group(rules: list[ir.Rule], key: Any) -> dict[Any, list[ir.Rule]]:
+        groups: dict[Any, list[ir.Rule]] = {}
+        for r in rules:
+            groups.setdefault(key(r), []).append(r)
+        return groups
+
+    def isolations(self) -> None:
+        by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Isolation]] = defaultdict(list)
+        for i in self.program.isolations:
+            by_scope[(i.namespace, i.cluster)].append(i)
+        for (namespace, cluster), items in by_scope.items():
+            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
+            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
+            if cluster is not None and cluster != self.plain_cluster():
+                name = f"{name}-{_digest(str(cluster))}"
+            spec: dict[str, Any] = {"order": ALLOW_ONLY_ORDER * 10}
+            if cluster is not None:
+                spec["namespaceSelector"] = namespace_selector(cluster)
+            spec["selector"] = "all()"
+            spec["types"] = [d.value for d in directions]
+            scope = namespace if cluster is None else None
+            self.add_policy(name, scope, spec, [i.span for i in items], [], [])
+
+    def plain_cluster(self) -> ir.NamespaceMatch:
+        system = self.program.system_namespaces
+        if not system:
+            return ir.AllNamespaces()
+        return ir.NamespaceBySelector(ir.Selector.of(
+            [ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.NOT_IN, system)]
+        ))
+
+    def policy(self, subject: ir.Workload, tier: str | None, order: int, rules: list[ir.Rule],
+               base_name: str) -> None:
+        name = base_name
+        if subject.cluster is not None:
+            name = "cluster-" + name
+            if subject.cluster != self.plain_cluster():
+                name = f"{name}-{_digest(str(subject.cluster))}"
+        if tier is not None and self.version < (3, 32):
+            name = f"{tier}.{name}"  # before Calico 3.32, the API server renames it to this otherwise
+        spec: dict[str, Any] = {}
+        if tier is not None:
+            spec["tier"] = tier
+        spec["order"] = order
+        if subject.cluster is not None:
+            spec["namespaceSelector"] = namespace_selector(subject.cluster)
+        spec["selector"] = selector(subject.selector)
+        ingress = [r for r in rules if r.direction is ir.Direction.INGRESS]
+        egress = [r for r in rules if r.direction is ir.Direction.EGRESS]
+        directions = ((ir.Direction.INGRESS, ingress), (ir.Direction.EGRESS, egress))
+        spec["types"] = [d.value for d, rs in directions if rs]
+        global_policy = subject.cluster is not None
+        ingress_rules = [(_comment(r), self.rules(r, global_policy)) for r in ingress]
+        egress_rules = [(_comment(r), self.rules(r, global_policy)) for r in egress]
+        if ingress:
+            spec["ingress"] = [x for _, rs in ingress_rules for x in rs]
+        if egress:
+            spec["egress"] = [x for _, rs in egress_rules for x in rs]
+        self.add_policy(
+            name, subject.namespace if subject.cluster is None else None, spec, [r.span for r in rules],
+            _comments(ingress_rules), _comments(egress_rules),
+        )
+
+    def add_policy(self, name: str, namespace: str | None, spec: dict[str, Any], spans: list[Span],
+                   ingress_comments: list[str], egress_comments: list[str]) -> None:
+        kind = "NetworkPolicy" if namespace is not None else "GlobalNetworkPolicy"
+        if self.staged:
+            kind = "Staged" + kind
+            spec = {"stagedAction": "Set", **spec}
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": self.metadata(name, namespace, spans),
+            "spec": spec,
+        }
+        self.add(body, "Policy.yaml.j2", ingress_comments=ingress_comments, egress_comments=egress_comments,
+                 rank=0 if name.startswith("default-deny") else 1)
+
+    def metadata(self, name: str, namespace: str | None, spans: Iterable[Span],
+                 labels: dict[str, str] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name}
+        if namespace is not None:
+            meta["namespace"] = namespace
+        meta["labels"] = {**MANAGED_BY, **(labels or {})}
+        meta["annotations"] = {SOURCE_ANNOTATION: source_annotation(spans)}
+        return meta
+
+    def add(self, body: dict[str, Any], template: str, rank: int = 1, **context: Any) -> None:
+        meta = body["metadata"]
+        self.out.append(Manifest(
+            body["apiVersion"], body["kind"], meta["name"], meta.get("namespace"), body, template,
+            {"obj": body, **context}, rank=rank,
+        ))
+
+    # ---- rules
+    def rules(self, r: ir.Rule, global_policy: bool) -> list[dict[str, Any]]:
+        """One Calico rule per peer and protocol (Calico ANDs the fields of one rule)."""
+        out = []
+        for peer in r.peers:
+            entity = self.entity(peer, r.subject, global_policy)
+            for protocol, ports in _by_protocol(r.ports):
+                rule: dict[str, Any] = {"action": r.action.value}
+                if protocol is not None:
+                    rule["protocol"] = protocol
+                target = dict(entity) if r.direction is ir.Direction.EGRESS else {}
+                if ports:
+                    target["ports"] = ports
+                if r.direction is ir.Direction.INGRESS and entity:
+                    rule["source"] = entity
+                if target:
+                    rule["destination"] = target
+                out.append(rule)
+        return out
+
+    def entity(self, peer: ir.Peer, subject: ir.Workload, global_policy: bool) -> dict[str, Any]:
+        if isinstance(peer, ir.AnyPeer):
+            return {}
+        if isinstance(peer, ir.CidrPeer):
+            if peer.network_set and peer.network_set in self.network_sets:
+                out = {"selector": f"{NETWORK_SET_LABEL} == {quote(peer.network_set)}"}
+                if not global_policy:
+                    out["namespaceSelector"] = "global()"
+                # the set holds the CIDRs minus their excepts, so this matches exactly this item's part
+                # only when the set has one item; several items are refused by reused_network_sets
+                return out
+            out2: dict[str, Any] = {"nets": [str(peer.cidr)]}
+            if peer.excepts:
+                out2["notNets"] = [str(e) for e in peer.excepts]
+            return out2
+        same_namespace = (
+            not global_policy and isinstance(peer.namespaces, ir.NamespaceByName)
+            and peer.namespaces.name == subject.namespace
+        )
+        if same_namespace:
+            return {"selector": selector(peer.pods)}
+        entity: dict[str, Any] = {"namespaceSelector": namespace_selector(peer.namespaces)}
+        if not peer.pods.is_everything:
+            entity["selector"] = selector(peer.pods)
+        return entity
+
+    def reused_network_sets(self) -> dict[str, tuple[list[ir.CidrPeer], list[Span]]]:
+        """Named cidr sets used by two or more statements become GlobalNetworkSets. A rule can match a
+        network set only as a whole, so a set is used this way only when each statement uses all of it:
+        a set of one CIDR item (its excepts are folded into the set's nets exactly)."""
+        uses: dict[str, set[Span]] = defaultdict(set)
+        items: dict[str, ir.CidrPeer] = {}
+        multi: set[str] = set()
+        for r in self.program.rules:
+            for p in r.peers:
+                if isinstance(p, ir.CidrPeer) and p.network_set:
+                    uses[p.network_set].add(r.span)
+                    if p.network_set in items and items[p.network_set] != p:
+                        multi.add(p.network_set)
+                    items[p.network_set] = p
+        return {
+            name: ([items[name]], sorted(spans, key=lambda s: s.sort_key))
+            for name, spans in uses.items() if len(spans) >= 2 and name not in multi
+        }
+
+
+def _by_protocol(ports: tuple[ir.PortMatch, ...]) -> list[tuple[str | None, list[int | str]]]:
+    """Calico rules name one protocol; ports of several protocols become several rules."""
+    if not ports:
+        return [(None, [])]
+    out: dict[str, list[int | str]] = {}
+    whole: set[str] = set()
+    for p in ports:
+        proto = p.protocol.value
+        out.setdefault(proto, [])
+        if p.name is not None:
+            out[proto].append(p.name)
+        elif p.port is None:
+            whole.add(proto)
+        elif p.end_port is not None:
+            out[proto].append(f"{p.port}:{p.end_port}")
+        else:
+            out[proto].append(p.port)
+    return [(proto, [] if proto in whole else values) for proto, values in out.items()]
+
+
+def _comment(r: ir.Rule) -> str:
+    where = f"{r.span.path}:{r.span.line}"
+    return f"{where}: other half of `{r.text}`" if r.derived else f"{where}: {r.text}"
+
+
+def _comments(pairs: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    """One comment per emitted Calico rule (a statement may have become several)."""
+    return [comment for comment, rules in pairs for _ in rules]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
