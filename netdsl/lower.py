@@ -828,7 +828,7 @@ class Lowering:
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
             back = ir.PodPeer(here, rule.subject.selector, _peer_label(rule.subject))
             opposite = rule.direction.opposite
-            tiers = [rule.tier] if rule.tier is None else [rule.tier, None]
+            tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
             for peer in rule.peers:
                 if isinstance(peer, ir.AnyPeer):  # every pod is among the peers of `anywhere`
                     peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")
@@ -845,17 +845,50 @@ class Lowering:
                         n for n in self.namespaces.values()
                         if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
                     ]
+                found_subjects: list[tuple[Workload, str | None]] = []
                 for ns in targets:
                     for tier in tiers:
                         restricting, restricted = indexes(ns, opposite, tier)
-                        for subject in self.counterpart_subjects(ns, peer.pods, restricting, restricted):
-                            new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
-                                          derived=True, tier=tier)
-                            key = _rule_key(new)
-                            if key not in seen and not covered.covers(new):
-                                seen.add(key)
-                                derived.append(new)
+                        found_subjects += [
+                            (subject, tier)
+                            for subject in self.counterpart_subjects(ns, peer.pods, restricting, restricted)
+                        ]
+                if not isinstance(peer.namespaces, ir.NamespaceByName):
+                    # Peers in namespaces the program does not list: where a cluster block restricts them,
+                    # the other half is cluster-wide too, scoped to the peer's namespaces.
+                    found_subjects += self.cluster_counterparts(peer, opposite, tiers, by_tier)
+                for subject, tier in found_subjects:
+                    new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
+                                  derived=True, tier=tier)
+                    key = _rule_key(new)
+                    if key not in seen and not covered.covers(new):
+                        seen.add(key)
+                        derived.append(new)
         return derived
+
+    def cluster_counterparts(
+        self, peer: ir.PodPeer, direction: Direction, tiers: list[str | None],
+        by_tier: dict[tuple[str | None, Direction], list[ir.Rule]],
+    ) -> list[tuple[Workload, str | None]]:
+        out: list[tuple[Workload, str | None]] = []
+        for scope in self.clusters.values():
+            assert scope.cluster is not None
+            both = _conjoin_namespaces(peer.namespaces, scope.cluster)
+            if both is None:
+                continue
+            for tier in tiers:
+                workloads: list[Workload] = []
+                if tier is None and any(
+                    i.cluster == scope.cluster and i.direction is direction for i in self.isolations
+                ):
+                    workloads.append(self.all_pods(scope))
+                workloads += [r.subject for r in by_tier.get((tier, direction), ()) if r.subject.cluster == scope.cluster]
+                if not workloads:
+                    continue
+                where = _Namespace(scope.name, scope.span, cluster=both)
+                index = _WorkloadIndex(list(dict.fromkeys(workloads)))
+                out += [(s, tier) for s in self.counterpart_subjects(where, peer.pods, index, _WorkloadIndex([]))]
+        return out
 
     def counterpart_subjects(
         self, ns: _Namespace, peer: Selector, restricting: _WorkloadIndex, restricted: _WorkloadIndex
@@ -998,6 +1031,18 @@ def _looks_like_cidr(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _conjoin_namespaces(a: ir.NamespaceMatch, b: ir.NamespaceMatch) -> ir.NamespaceMatch | None:
+    """Namespaces matching both (None if none can); not for by-name matches."""
+    if isinstance(a, ir.AllNamespaces):
+        return b
+    if isinstance(b, ir.AllNamespaces):
+        return a
+    if isinstance(a, ir.NamespaceBySelector) and isinstance(b, ir.NamespaceBySelector):
+        both = a.selector.conjoin(b.selector)
+        return ir.NamespaceBySelector(both) if both.satisfiable else None
+    return None
 
 
 def _peer_label(w: Workload) -> str:

@@ -125,3 +125,15 @@ def ordered_programs(draw: st.DrawFn) -> str:
         header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
         blocks.append(f"{header} {{ {body} }}")
     return text + "\n".join(blocks) + "\n"
+
+
+@st.composite
+def cluster_programs(draw: st.DrawFn) -> str:
+    """Allow-only programs with cluster-wide isolation and flows (every flow must work end to end)."""
+    text = draw(programs())
+    body = draw(st.sampled_from([
+        "isolate", "isolate egress; allow dns", "isolate ingress", "allow dns",
+        "all pods accepts pods[app=api]", "all pods connects to namespace prod on 80",
+    ]))
+    header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
+    return text + f"{header} {{ {body} }}\n"

@@ -15,7 +15,7 @@ from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.vanilla import VanillaSemantics
-from tests.semantics.strategies import extra_pods, ordered_programs, programs
+from tests.semantics.strategies import cluster_programs, extra_pods, ordered_programs, programs
 
 PROBES = [
     (Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443),
@@ -30,7 +30,9 @@ def with_extras(topology: Topology, pods: list[Pod]) -> Topology:
     namespaces = dict(topology.namespaces)
     for p in pods:
         namespaces.setdefault(p.namespace, {})
+    namespaces.setdefault("elsewhere", {})  # a namespace the program does not mention
     named = tuple(replace(p, ports={"http": (8080, Protocol.TCP)}) for p in topology.pods)
+    named += (Pod("elsewhere", "unlabelled"), Pod("elsewhere", "api", {"app": "api"}))
     externals = (*topology.externals, External(ipaddress.ip_address("10.1.2.3")),
                  External(ipaddress.ip_address("10.200.0.1")))
     return Topology(namespaces, named + tuple(pods), externals)
@@ -107,7 +109,16 @@ def test_every_flow_works_end_to_end(text: str) -> None:
     """A flow statement means the connection works: for each pod the program models (one per declared
     service, unlabelled pods, peers' pods), whatever a statement lists is allowed - whatever else the
     program restricts on the other side."""
-    result = compile_paths_text(text)
+    check_end_to_end(text, "vanilla")
+
+
+@given(cluster_programs())
+def test_every_flow_works_end_to_end_with_cluster_isolation(text: str) -> None:
+    check_end_to_end(text, "calico")
+
+
+def check_end_to_end(text: str, target: str) -> None:
+    result = compile_paths_text(text, target)
     assert result.ok and result.program is not None
     topology = with_extras(topology_from_program(result.program), [])
     program = ProgramSemantics(result.program, topology)
