@@ -882,7 +882,9 @@ class Lowering:
                     i.cluster == scope.cluster and i.direction is direction for i in self.isolations
                 ):
                     workloads.append(self.all_pods(scope))
-                workloads += [r.subject for r in by_tier.get((tier, direction), ()) if r.subject.cluster == scope.cluster]
+                workloads += [
+                    r.subject for r in by_tier.get((tier, direction), ()) if r.subject.cluster == scope.cluster
+                ]
                 if not workloads:
                     continue
                 where = _Namespace(scope.name, scope.span, cluster=both)
