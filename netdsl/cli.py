@@ -90,12 +90,17 @@ def main() -> None:
               callback=_check_version,
               help="The Calico release the output is for: picks policy naming in tiers (before 3.32: "
                    "<tier>.<name>) and refuses features the release lacks.")
+@click.option("--widen", is_flag=True,
+              help="Lower what the target cannot express to a broader rule it can (fqdn -> every external "
+                   "address on the ports, HTTP rules -> their ports), with a warning for each statement. "
+                   "Without it, nothing is ever widened.")
 @format_option
 def compile_command(
-    paths: tuple[str, ...], target: str, output: Path | None, fmt: str, staged: bool, calico_version: str
+    paths: tuple[str, ...], target: str, output: Path | None, fmt: str, staged: bool, calico_version: str,
+    widen: bool,
 ) -> None:
     """Compile PATHS (.seg files, directories of them, or - for stdin) for one target."""
-    options = Options({"staged": staged, "calico_version": calico_version})
+    options = Options({"staged": staged, "calico_version": calico_version, "widen": widen})
     result = compile_paths(paths, target, options, stdin=_stdin_if_needed(paths))
     if result.ok and output is not None:
         try:

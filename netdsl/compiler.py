@@ -14,6 +14,7 @@ from netdsl.diagnostics import Diagnostic, error
 from netdsl.lower import lower
 from netdsl.parse import parse
 from netdsl.source import SourceFile, Span
+from netdsl.widen import widen
 
 STDIN = "-"
 
@@ -107,8 +108,13 @@ def read_sources(
 
 def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
     """Everything up to the IR: syntax, names, values, lints."""
-    result = Result()
     files, diags = read_sources(paths, stdin)
+    return check_files(files, diags)
+
+
+def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = ()) -> Result:
+    """`check` for sources already read (diags: what reading them reported)."""
+    result = Result()
     result.diagnostics.extend(diags)
     result.sources = {f.path: f for f in files}
     modules = []
@@ -138,11 +144,18 @@ def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
 def compile_paths(
     paths: Sequence[str], target: str, options: Options | None = None, stdin: bytes | None = None
 ) -> Result:
-    result = check(paths, stdin)
+    return compile_checked(check(paths, stdin), target, options)
+
+
+def compile_checked(result: Result, target: str, options: Options | None = None) -> Result:
+    """The rest of `compile_paths` for the result of `check` (which it extends and returns)."""
     if result.program is None:
         return result
     backend = get_backend(target)
     options = options or Options()
+    if options.extra.get("widen"):
+        result.program, widened = widen(result.program, backend)
+        result.diagnostics.extend(widened)
     result.diagnostics.extend(backend.unsupported(result.program))
     result.diagnostics.extend(backend.check_options(result.program, options))
     if not result.ok:

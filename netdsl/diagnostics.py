@@ -35,6 +35,7 @@ CODES: Mapping[str, str] = {
     "invalid-port": "A port is not 1-65535, a range, a protocol or a valid port name.",
     "invalid-cidr": "A CIDR is malformed, or an `except` block lies outside its CIDR.",
     "conflict": "Two statements or requirements contradict each other.",
+    "invalid-http": "An HTTP rule has an invalid regular expression or header.",
     "invalid-tier": "A tier's order is not a whole number, or a statement cannot be used in a tier.",
     "system-namespaces": "A cluster-wide isolation also cuts off the system namespaces (DNS, CNI).",
     # target capabilities
@@ -45,6 +46,7 @@ CODES: Mapping[str, str] = {
     "namespace-name-label": "Namespaces selected by a `name` label, which Kubernetes never sets.",
     "redundant": "A statement repeats one that already says the same.",
     "empty-group": "A group or service list is empty.",
+    "widened": "--widen lowered a statement to a broader one the target can express.",
     # output
     "output": "The output directory could not be written.",
     "internal": "netdsl produced output that failed its own checks (a bug: please report it).",

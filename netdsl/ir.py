@@ -7,6 +7,7 @@ peer names its namespace scope explicitly); backends make them relative to the p
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeAlias, Union
@@ -213,7 +214,47 @@ class AnyPeer:
     label: str = field(default="anywhere", compare=False)
 
 
-Peer: TypeAlias = Union[PodPeer, CidrPeer, AnyPeer]
+@dataclass(frozen=True, slots=True)
+class FqdnPeer:
+    """External endpoints by DNS name (Cilium toFQDNs): an exact name, or a pattern where `*` matches
+    any run of characters within one label (and `*` alone matches every name)."""
+
+    name: str
+
+    @property
+    def is_pattern(self) -> bool:
+        return "*" in self.name
+
+    def matches(self, host: str) -> bool:
+        if self.name == "*":
+            return True
+        regex = "".join("[-a-z0-9_]*" if ch == "*" else re.escape(ch) for ch in self.name)
+        return re.fullmatch(regex, host.lower().rstrip(".")) is not None
+
+
+# Cilium's entities; `world` is everything outside the cluster, `cluster` every endpoint in it.
+ENTITIES = frozenset({
+    "all", "cluster", "health", "host", "ingress", "init", "kube-apiserver", "remote-node", "unmanaged",
+    "world", "world-ipv4", "world-ipv6",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class EntityPeer:
+    name: str
+
+
+Peer: TypeAlias = Union[PodPeer, CidrPeer, AnyPeer, FqdnPeer, EntityPeer]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRule:
+    """One allowed kind of HTTP request (L7): every given field must match; None matches anything."""
+
+    method: str | None = None
+    path: str | None = None  # a regular expression over the path
+    host: str | None = None  # a regular expression over the Host header
+    headers: tuple[str, ...] = ()  # "Name: value" or "Name" (present)
 
 
 # ------------------------------------------------------------------------------------ ports
@@ -285,6 +326,8 @@ class Rule:
     action: Action = Action.ALLOW
     derived: bool = False
     tier: str | None = None  # None: the default tier (where plain Kubernetes policies live)
+    http: tuple[HttpRule, ...] = ()  # L7: when given, only these requests (on the rule's TCP ports)
+    widened: str = field(default="", compare=False)  # what --widen did to this rule, if anything
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,20 @@ def check_dns_label(name: str) -> str | None:
     return None
 
 
+def check_fqdn(name: str) -> str | None:
+    """Why `name` is not a DNS name or pattern Cilium's toFQDNs accepts, or None."""
+    if not name or len(name) > 253:
+        return "a DNS name has 1 to 253 characters"
+    for label in name.split("."):
+        if not label:
+            return "it has an empty label (two dots in a row, or a leading dot)"
+        if len(label) > 63:
+            return "a label (between dots) has at most 63 characters"
+        if not re.fullmatch(r"[a-z0-9*_]([-a-z0-9*_]*[a-z0-9*_])?", label):
+            return "use letters, digits, '-' and '*' (a wildcard within one label)"
+    return None
+
+
 def check_port_name(name: str) -> str | None:
     if len(name) > 15:
         return "a port name has at most 15 characters"
@@ -665,7 +679,14 @@ class Lowering:
         for p in stmt.peers:
             peers.extend(self.lower_peer(ns, p))
         ports = self.lower_ports(stmt.ports)
-        if not subjects or not peers or ports is None:
+        http = self.lower_http(stmt, ports)
+        if stmt.direction == "ingress":
+            for p in stmt.peers:
+                if isinstance(p, parse.FqdnPeer):
+                    self.error("conflict", "a DNS name can only be a destination", p.span,
+                               "use `fqdn` peers with `connects to` (egress)")
+                    return
+        if not subjects or not peers or ports is None or http is None:
             return
         if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:
             self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
@@ -675,7 +696,50 @@ class Lowering:
         text = self.statement_text(stmt.span)
         unique = tuple(dict.fromkeys(peers))
         for s in subjects:
-            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text, action, tier=tier))
+            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text, action, tier=tier,
+                                      http=http))
+        if action is ir.Action.ALLOW and any(isinstance(p, ir.FqdnPeer) for p in unique):
+            # A DNS name is only reachable once its lookup is: the flow includes the subject's DNS.
+            dns = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
+            for s in subjects:
+                self.rules.append(ir.Rule(s, Direction.EGRESS, (dns,), DNS_PORTS, stmt.span,
+                                          f"DNS lookups for `{text}`", tier=tier))
+
+    def lower_http(
+        self, stmt: parse.FlowStmt, ports: tuple[PortMatch, ...] | None
+    ) -> tuple[ir.HttpRule, ...] | None:
+        """L7 rules: only on allow statements, and only over TCP ports the statement names."""
+        if not stmt.http:
+            return ()
+        ok = True
+        if stmt.action != "allow":
+            self.error("conflict", "HTTP rules refine what a statement allows; a deny or pass cannot have them",
+                       stmt.http[0].span)
+            ok = False
+        if ports is not None and (not ports or any(p.protocol is not Protocol.TCP for p in ports)):
+            self.error("conflict", "HTTP rules need the statement's ports, all TCP (say `on 8080`)",
+                       stmt.http[0].span)
+            ok = False
+        rules = []
+        for h in stmt.http:
+            for word in filter(None, (h.path, h.host)):
+                try:
+                    re.compile(word.text)
+                except re.error as exc:
+                    self.error("invalid-http", f"invalid regular expression {word.text!r}: {exc}", word.span)
+                    ok = False
+            for header in h.headers:
+                if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(: ?[^\r\n]*)?", header.text):
+                    self.error("invalid-http", f"invalid header {header.text!r}", header.span,
+                               'write "Name: value", or "Name" for a header that must be present')
+                    ok = False
+            rules.append(ir.HttpRule(
+                None if h.method.text == "ANY" else h.method.text,
+                h.path.text if h.path else None,
+                h.host.text if h.host else None,
+                tuple(w.text for w in h.headers),
+            ))
+        return tuple(dict.fromkeys(rules)) if ok else None
 
     def lower_peer(self, ns: _Namespace, peer: parse.Peer) -> list[ir.Peer]:
         if isinstance(peer, parse.RefPeer):
@@ -695,6 +759,20 @@ class Lowering:
         if isinstance(peer, parse.CidrPeer):
             c = self.lower_cidr(peer.item)
             return [] if c is None else [c]
+        if isinstance(peer, parse.FqdnPeer):
+            name = peer.name.text.lower().rstrip(".")
+            if (why := check_fqdn(name)) is not None:
+                self.error("invalid-name", f"invalid DNS name {peer.name.text!r}: {why}", peer.name.span,
+                           "write a name like api.example.com, or a pattern like *.example.com")
+                return []
+            return [ir.FqdnPeer(name)]
+        if isinstance(peer, parse.EntityPeer):
+            if peer.name.text not in ir.ENTITIES:
+                self.error("unknown-name", f"unknown entity `{peer.name.text}`", peer.name.span,
+                           self.did_you_mean(peer.name.text, ir.ENTITIES)
+                           or "the entities are " + ", ".join(sorted(ir.ENTITIES)))
+                return []
+            return [ir.EntityPeer(peer.name.text)]
         return [ir.AnyPeer()]
 
     def lower_ref(self, ns: _Namespace, word: parse.Word) -> list[ir.Peer]:
@@ -830,7 +908,9 @@ class Lowering:
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
             for peer in rule.peers:
-                if isinstance(peer, ir.AnyPeer):  # every pod is among the peers of `anywhere`
+                if isinstance(peer, ir.AnyPeer) or (
+                    isinstance(peer, ir.EntityPeer) and peer.name in ("all", "cluster")
+                ):  # every pod is among these peers
                     peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")
                 if not isinstance(peer, ir.PodPeer):
                     continue

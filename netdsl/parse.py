@@ -114,7 +114,28 @@ class AnywherePeer:
     span: Span
 
 
-Peer: TypeAlias = Union[RefPeer, PodsPeer, AllPodsPeer, NamespacePeer, CidrPeer, AnywherePeer]
+@dataclass(frozen=True, slots=True)
+class FqdnPeer:
+    name: Word
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class EntityPeer:
+    name: Word
+    span: Span
+
+
+Peer: TypeAlias = Union[RefPeer, PodsPeer, AllPodsPeer, NamespacePeer, CidrPeer, AnywherePeer, FqdnPeer, EntityPeer]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRule:
+    method: Word
+    path: Word | None
+    host: Word | None
+    headers: tuple[Word, ...]
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +184,7 @@ class FlowStmt:
     span: Span
     action: Literal["allow", "deny", "pass"] = "allow"
     verb: Word | None = None  # the action word, when written
+    http: tuple[HttpRule, ...] = ()
 
 
 NamespaceStmt: TypeAlias = Union[IsolateStmt, DnsStmt, ServiceDecl, GroupDecl, FlowStmt]
@@ -362,6 +384,30 @@ class _Build(Transformer[Token, Any]):
     def anywhere_peer(self, meta: Any, c: list[Any]) -> AnywherePeer:
         return AnywherePeer(self._span(meta))
 
+    def fqdn_peer(self, meta: Any, c: list[Word]) -> FqdnPeer:
+        return FqdnPeer(c[0], self._span(meta))
+
+    def entity_peer(self, meta: Any, c: list[Word]) -> EntityPeer:
+        return EntityPeer(c[0], self._span(meta))
+
+    def HTTP_METHOD(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def HTTP_PATH(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def http_path(self, meta: Any, c: list[Word]) -> Word:
+        return c[0]
+
+    def http_header(self, meta: Any, c: list[Word]) -> Word:
+        return c[0]
+
+    def http_rule(self, meta: Any, c: list[Any]) -> HttpRule:
+        return HttpRule(c[0], c[1], c[2], tuple(c[3:]), self._span(meta))
+
+    def http_rules(self, meta: Any, c: list[HttpRule]) -> tuple[HttpRule, ...]:
+        return tuple(c)
+
     def peers(self, meta: Any, c: list[Peer]) -> tuple[Peer, ...]:
         return tuple(c)
 
@@ -390,16 +436,16 @@ class _Build(Transformer[Token, Any]):
         return GroupDecl(c[0], tuple(c[1:]), self._span(meta))
 
     def accepts_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
-        return FlowStmt("ingress", c[0], c[1], c[2] or (), self._span(meta))
+        return FlowStmt("ingress", c[0], c[1], c[2] or (), self._span(meta), http=c[3] or ())
 
     def connects_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
-        return FlowStmt("egress", c[0], c[1], c[2] or (), self._span(meta))
+        return FlowStmt("egress", c[0], c[1], c[2] or (), self._span(meta), http=c[3] or ())
 
     def action_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
         verb: Word = c[1]
         action: Any = _ACTIONS[verb.text]
         direction: Any = "ingress" if c[2].text == "from" else "egress"
-        return FlowStmt(direction, c[0], c[3], c[4] or (), self._span(meta), action, verb)
+        return FlowStmt(direction, c[0], c[3], c[4] or (), self._span(meta), action, verb, c[5] or ())
 
     def ACTION(self, tok: Token) -> Word:  # noqa: N802
         return self._word(tok)

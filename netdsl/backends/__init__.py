@@ -41,10 +41,23 @@ class Capability(str, Enum):
     PASS = "pass rules (handing traffic to the next tier)"
     TIERS = "policy tiers"
     CLUSTER_WIDE = "cluster-wide statements"
+    FQDN = "egress to DNS names (fqdn)"
+    L7_HTTP = "HTTP (L7) rules"
+    ENTITIES = "Cilium entities"
 
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netdsl"}
 SOURCE_ANNOTATION = "netdsl.dev/source"
+WIDENED_ANNOTATION = "netdsl.dev/widened"
+
+
+def object_annotations(spans: Iterable[Span], rules: Iterable[ir.Rule] = ()) -> dict[str, str]:
+    """The annotations of an object: where it comes from, and what --widen did to its rules."""
+    out = {SOURCE_ANNOTATION: source_annotation(spans)}
+    widened = dict.fromkeys(f"{r.span.path}:{r.span.line}: {r.widened}" for r in rules if r.widened)
+    if widened:
+        out[WIDENED_ANNOTATION] = "; ".join(widened)
+    return out
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,12 @@ def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:
     for peer in rule.peers:
         if isinstance(peer, ir.CidrPeer) and peer.excepts:
             yield Capability.CIDR_EXCEPT, rule.span
+        elif isinstance(peer, ir.FqdnPeer):
+            yield Capability.FQDN, rule.span
+        elif isinstance(peer, ir.EntityPeer):
+            yield Capability.ENTITIES, rule.span
+    if rule.http:
+        yield Capability.L7_HTTP, rule.span
 
 
 def source_annotation(spans: Iterable[Span]) -> str:
@@ -172,9 +191,10 @@ def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Di
 
 def _registry() -> dict[str, type[Backend]]:
     from netdsl.backends.calico import CalicoBackend
+    from netdsl.backends.cilium import CiliumBackend
     from netdsl.backends.vanilla import VanillaBackend
 
-    return {b.name: b for b in (VanillaBackend, CalicoBackend)}
+    return {b.name: b for b in (VanillaBackend, CalicoBackend, CiliumBackend)}
 
 
 BACKENDS: dict[str, type[Backend]] = {}

@@ -24,14 +24,14 @@ from typing import Any
 from netdsl import ir
 from netdsl.backends import (
     MANAGED_BY,
-    SOURCE_ANNOTATION,
     Backend,
     Capability,
     Manifest,
     Options,
-    source_annotation,
+    object_annotations,
 )
 from netdsl.diagnostics import Diagnostic, error
+from netdsl.semantics.program import evaluation_order
 from netdsl.source import Span
 
 API_VERSION = "projectcalico.org/v3"
@@ -147,7 +147,7 @@ class _Builder:
         for r in self.program.rules:
             tiers[r.tier].append(r)
         for tier, rules in tiers.items():
-            rules.sort(key=lambda r: (*r.span.sort_key, r.derived))
+            rules.sort(key=evaluation_order)  # outside tiers, deny statements first (deny always wins)
             if all(r.action is ir.Action.ALLOW for r in rules):
                 groups = self.group(rules, lambda r: (r.subject,))
                 for (subject,), members in groups.items():
@@ -225,11 +225,11 @@ class _Builder:
             spec["egress"] = [x for _, rs in egress_rules for x in rs]
         self.add_policy(
             name, subject.namespace if subject.cluster is None else None, spec, [r.span for r in rules],
-            _comments(ingress_rules), _comments(egress_rules),
+            _comments(ingress_rules), _comments(egress_rules), rules,
         )
 
     def add_policy(self, name: str, namespace: str | None, spec: dict[str, Any], spans: list[Span],
-                   ingress_comments: list[str], egress_comments: list[str]) -> None:
+                   ingress_comments: list[str], egress_comments: list[str], rules: Iterable[ir.Rule] = ()) -> None:
         kind = "NetworkPolicy" if namespace is not None else "GlobalNetworkPolicy"
         if self.staged:
             kind = "Staged" + kind
@@ -237,19 +237,19 @@ class _Builder:
         body = {
             "apiVersion": API_VERSION,
             "kind": kind,
-            "metadata": self.metadata(name, namespace, spans),
+            "metadata": self.metadata(name, namespace, spans, rules=rules),
             "spec": spec,
         }
         self.add(body, "Policy.yaml.j2", ingress_comments=ingress_comments, egress_comments=egress_comments,
                  rank=0 if name.startswith("default-deny") else 1)
 
     def metadata(self, name: str, namespace: str | None, spans: Iterable[Span],
-                 labels: dict[str, str] | None = None) -> dict[str, Any]:
+                 labels: dict[str, str] | None = None, rules: Iterable[ir.Rule] = ()) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": name}
         if namespace is not None:
             meta["namespace"] = namespace
         meta["labels"] = {**MANAGED_BY, **(labels or {})}
-        meta["annotations"] = {SOURCE_ANNOTATION: source_annotation(spans)}
+        meta["annotations"] = object_annotations(spans, rules)
         return meta
 
     def add(self, body: dict[str, Any], template: str, rank: int = 1, **context: Any) -> None:
@@ -294,6 +294,7 @@ class _Builder:
             if peer.excepts:
                 out2["notNets"] = [str(e) for e in peer.excepts]
             return out2
+        assert isinstance(peer, ir.PodPeer), "the target's capabilities exclude other peers"
         same_namespace = (
             not global_policy and isinstance(peer.namespaces, ir.NamespaceByName)
             and peer.namespaces.name == subject.namespace

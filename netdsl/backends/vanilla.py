@@ -13,12 +13,11 @@ from typing import Any
 from netdsl import ir
 from netdsl.backends import (
     MANAGED_BY,
-    SOURCE_ANNOTATION,
     Backend,
     Capability,
     Manifest,
     Options,
-    source_annotation,
+    object_annotations,
 )
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
@@ -100,12 +99,12 @@ def rule_comment(r: ir.Rule) -> str:
     return f"{where}: {r.text}"
 
 
-def metadata(name: str, namespace: str, spans: list[Span]) -> dict[str, Any]:
+def metadata(name: str, namespace: str, spans: list[Span], rules: list[ir.Rule] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": namespace,
         "labels": dict(MANAGED_BY),
-        "annotations": {SOURCE_ANNOTATION: source_annotation(spans)},
+        "annotations": object_annotations(spans, rules or []),
     }
 
 
@@ -153,7 +152,7 @@ class VanillaBackend(Backend):
             body = {
                 "apiVersion": API_VERSION,
                 "kind": "NetworkPolicy",
-                "metadata": metadata(name, ns, [r.span for r in rules]),
+                "metadata": metadata(name, ns, [r.span for r in rules], rules),
                 "spec": spec,
             }
             out.append(self._manifest(body, ingress=ingress, egress=egress))

@@ -31,9 +31,10 @@ class Pod:
 @dataclass(frozen=True)
 class External:
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    name: str | None = None  # a DNS name it answers to (for FQDN rules)
 
     def __str__(self) -> str:
-        return str(self.address)
+        return self.name or str(self.address)
 
 
 Endpoint: TypeAlias = Union[Pod, External]
@@ -82,6 +83,20 @@ class Topology:
         return matches[0] if len(matches) == 1 else None
 
 
+def entity_matches(entity: str, endpoint: Endpoint) -> bool:
+    """Cilium entities over the engine's endpoints: pods are `cluster`, externals are `world`; the
+    node-level entities (host, kube-apiserver, ...) are endpoints the engine does not model."""
+    if entity == "all":
+        return True
+    if isinstance(endpoint, Pod):
+        return entity == "cluster"
+    if entity == "world-ipv4":
+        return endpoint.address.version == 4
+    if entity == "world-ipv6":
+        return endpoint.address.version == 6
+    return entity == "world"
+
+
 def resolve_port(dst: Endpoint, name: str, protocol: Protocol) -> int | None:
     """A named port means the destination pod's container port of that name (and protocol)."""
     if isinstance(dst, Pod) and name in dst.ports:
@@ -114,6 +129,7 @@ def topology_from_program(program: ir.Program) -> Topology:
         ipaddress.ip_address("198.51.100.77"),
         ipaddress.ip_address("2001:db8:ffff::77"),
     }
+    named: dict[str, None] = {"www.example.org": None}
     for rule in program.rules:
         for peer in rule.peers:
             if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceByName):
@@ -128,11 +144,15 @@ def topology_from_program(program: ir.Program) -> Topology:
                 for net in (peer.cidr, *peer.excepts):
                     externals.add(net.network_address)
                     externals.add(net[-1])
+            if isinstance(peer, ir.FqdnPeer):
+                named[peer.name.replace("*", "x")] = None
     for name in namespaces:
         if not any(p.namespace == name and not p.labels for p in pods):
             pods.append(Pod(name, "unlabelled"))
+    # DNS names answer from addresses in 198.18.0.0/15 (benchmarking space: no rule's CIDR is there)
+    fqdn = [External(ipaddress.ip_address(f"198.18.0.{i + 1}"), name) for i, name in enumerate(sorted(named))]
     return Topology(
         namespaces,
         tuple(sorted(pods, key=str)),
-        tuple(External(a) for a in sorted(externals, key=lambda a: (a.version, a))),
+        tuple(External(a) for a in sorted(externals, key=lambda a: (a.version, a))) + tuple(fqdn),
     )

@@ -12,7 +12,16 @@ from collections import defaultdict
 
 from netdsl import ir
 from netdsl.ir import Direction
-from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict, port_matches
+from netdsl.semantics.model import (
+    Connection,
+    Endpoint,
+    External,
+    Pod,
+    Topology,
+    Verdict,
+    entity_matches,
+    port_matches,
+)
 
 
 def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
@@ -25,6 +34,10 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
             and endpoint.address in peer.cidr
             and not any(endpoint.address in e for e in peer.excepts)
         )
+    if isinstance(peer, ir.FqdnPeer):
+        return isinstance(endpoint, External) and endpoint.name is not None and peer.matches(endpoint.name)
+    if isinstance(peer, ir.EntityPeer):
+        return entity_matches(peer.name, endpoint)
     if not isinstance(endpoint, Pod):
         return False
     labels = topology.namespace_labels(endpoint.namespace)
@@ -33,10 +46,16 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
     )
 
 
+def evaluation_order(r: ir.Rule) -> tuple[bool, str, int, int, bool]:
+    """Rules of a tier in the order they are tried: source order, except that in the default tier (no
+    `tier` block) deny statements come first - outside tiers a deny always wins, as in Cilium."""
+    return (r.tier is None and r.action is not ir.Action.DENY, *r.span.sort_key, r.derived)
+
+
 class ProgramSemantics:
     """Tiers are evaluated in order (the default tier, holding statements outside `tier` blocks, at
     order 1000000). A tier applies to a pod's direction when one of its rules, or (default tier) an
-    isolation, applies to the pod. In an applying tier the first matching rule in source order decides:
+    isolation, applies to the pod. In an applying tier the first matching rule (see evaluation_order) decides:
     allow or deny ends evaluation, pass goes on to the next tier; with no match the tier's `otherwise`
     decides (the default tier denies). A direction no tier decides is allowed, as without policy.
     With only allow rules this is exactly Kubernetes' union-of-allows with per-direction isolation."""
@@ -50,7 +69,7 @@ class ProgramSemantics:
             key=lambda t: (t[0], t[1] or "default"),
         )
         self.rules: dict[tuple[str | None, Direction], list[ir.Rule]] = defaultdict(list)
-        for r in sorted(program.rules, key=lambda r: (*r.span.sort_key, r.derived)):
+        for r in sorted(program.rules, key=evaluation_order):
             self.rules[(r.tier, r.direction)].append(r)
 
     def side(self, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> Verdict:

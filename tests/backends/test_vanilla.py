@@ -19,7 +19,14 @@ from netdsl.compiler import compile_paths, stream
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "vanilla"
-EXAMPLES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "examples").rglob("*.seg"))
+ALL_EXAMPLES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "examples").rglob("*.seg"))
+# Examples of what only ordered (Calico) or L7/FQDN (Cilium) policy can express: vanilla must refuse them.
+NOT_VANILLA = {
+    "examples/calico-tiers.seg", "examples/seed/8.1-global-default-deny.seg",
+    "examples/seed/8.2-tiered-security-policy.seg", "examples/cilium-l7-fqdn.seg",
+    "examples/seed/4.3-cilium-fqdn.seg", "examples/seed/8.3-l7-http.seg",
+}
+EXAMPLES = [e for e in ALL_EXAMPLES if e not in NOT_VANILLA]
 UPDATE = os.environ.get("NETDSL_UPDATE_GOLDEN") == "1"
 
 
@@ -89,3 +96,11 @@ def test_examples_validate_against_schemas(shared: Path, tmp_path: Path) -> None
     # strict (no --loose): a field the API does not define is an error
     proc = subprocess.run([sys.executable, str(tool), *files], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("example", sorted(NOT_VANILLA & set(ALL_EXAMPLES)))
+def test_refuses_what_vanilla_cannot_express(example: str, netdsl) -> None:
+    result = netdsl("compile", "--target", "vanilla", example)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "[unsupported]" in result.stderr and "Traceback" not in result.stderr

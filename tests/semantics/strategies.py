@@ -137,3 +137,41 @@ def cluster_programs(draw: st.DrawFn) -> str:
     ]))
     header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
     return text + f"{header} {{ {body} }}\n"
+
+
+@st.composite
+def cilium_programs(draw: st.DrawFn) -> str:
+    """A program for Cilium: a vanilla-style program plus deny statements (deny always wins outside
+    tiers), FQDN and entity peers, HTTP rules and cluster blocks."""
+    text = draw(programs())
+    services: dict[str, list[str]] = {}
+    current = ""
+    for ln in text.splitlines():
+        if ln.startswith("namespace "):
+            current = ln.split()[1]
+            services.setdefault(current, [])
+        elif ln.startswith("  service "):
+            services[current].append(ln.split()[1])
+    lines = []
+    for _ in range(draw(st.integers(0, 4))):
+        ns = draw(st.sampled_from(sorted(services)))
+        subject = draw(st.sampled_from(["all pods", *services[ns]]))
+        stmt = draw(st.sampled_from([
+            "connects to fqdn www.example.org on 443",
+            "connects to fqdn *.example.org, cidr 192.0.2.0/24 on 443, 80",
+            "connects to entity world on 443",
+            "accepts entity cluster on 80",
+            "accepts entity world",
+            "denies from cidr 10.0.0.0/8 except (10.1.0.0/16)",
+            "denies to pods[app=db] on 5432",
+            "denies from namespace prod",
+            "accepts pods[app=api] on 80 http GET /api/.*, POST /x",
+            "denies to anywhere on 53/udp",
+        ]))
+        lines.append(f"namespace {ns} {{ {subject} {stmt} }}")
+    if draw(st.booleans()):
+        body = draw(st.sampled_from(["isolate", "isolate egress; allow dns", "all pods denies from cidr 192.0.2.0/24",
+                                     "all pods accepts pods[app=api]"]))
+        header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
+        lines.append(f"{header} {{ {body} }}")
+    return text + "\n".join(lines) + "\n"

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from netdsl.compiler import compile_paths
 from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
+from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.vanilla import VanillaSemantics
-from tests.semantics.strategies import cluster_programs, extra_pods, ordered_programs, programs
+from tests.semantics.strategies import cilium_programs, cluster_programs, extra_pods, ordered_programs, programs
 
 PROBES = [
     (Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443),
@@ -95,6 +96,19 @@ def assert_same_meaning(text: str, target: str, evaluator: type, pods: list[Pod]
 @given(programs(), extra_pods())
 def test_calico_manifests_of_vanilla_programs_mean_the_same(text: str, pods: list[Pod]) -> None:
     assert_same_meaning(text, "calico", CalicoSemantics, pods)
+
+
+@settings(max_examples=settings.default.max_examples // 2)
+@given(programs(), extra_pods())
+def test_cilium_manifests_of_vanilla_programs_mean_the_same(text: str, pods: list[Pod]) -> None:
+    assert_same_meaning(text, "cilium", CiliumSemantics, pods)
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(cilium_programs(), extra_pods())
+def test_cilium_manifests_mean_what_the_program_means(text: str, pods: list[Pod]) -> None:
+    """Deny wins, FQDN as named externals, entities, L7 as a refinement, cluster-wide policies."""
+    assert_same_meaning(text, "cilium", CiliumSemantics, pods)
 
 
 @settings(max_examples=settings.default.max_examples)

@@ -1,0 +1,258 @@
+"""cilium.io/v2 CiliumNetworkPolicy (namespaced) and CiliumClusterwideNetworkPolicy (cluster blocks).
+
+Cilium allows the union of allow rules, a deny rule wins over every allow, and a pod selected by a
+policy with rules for a direction is default-deny in that direction. So:
+
+* one policy per workload, with its allow rules and its deny rules (ingressDeny / egressDeny);
+* peers of different kinds go in different rules: Cilium rejects fromEndpoints with fromEntities (or
+  CIDRs, FQDNs) in one rule, and ports always sit inside the rule they restrict - the seed's §4.3 put
+  toFQDNs and toPorts in separate rules, opening 443 to everyone and every port to the named hosts;
+* FQDN egress only works if Cilium's DNS proxy sees the lookups: the policy that has it also carries a
+  DNS rule with `rules.dns` (lowering adds the DNS flow to the program; this backend adds the proxy);
+* isolation is `enableDefaultDeny` plus an empty rule - never a rule-less `ingress: []`, which Cilium
+  treats as no policy for that direction;
+* endpoint selectors in a namespaced policy mean the policy's namespace unless they name
+  `k8s:io.kubernetes.pod.namespace` - peers in other namespaces always carry it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from netdsl import ir
+from netdsl.backends import (
+    MANAGED_BY,
+    Backend,
+    Capability,
+    Manifest,
+    Options,
+    object_annotations,
+)
+from netdsl.lower import DNS_NAMESPACE, DNS_SELECTOR
+from netdsl.source import Span
+
+API_VERSION = "cilium.io/v2"
+NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
+NAMESPACE_LABELS = "k8s:io.cilium.k8s.namespace.labels."
+
+
+def label_selector(sel: ir.Selector, extra: list[ir.Requirement] | None = None) -> dict[str, Any]:
+    """metav1.LabelSelector, as Cilium reads it."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for r in [*sel.requirements, *(extra or [])]:
+        if r.operator is ir.Operator.IN and len(r.values) == 1 and r.key not in match_labels:
+            match_labels[r.key] = r.values[0]
+        else:
+            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
+            if r.values:
+                expr["values"] = list(r.values)
+            expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+def namespace_requirements(match: ir.NamespaceMatch) -> list[ir.Requirement]:
+    """Which namespaces, as requirements on an endpoint's own labels (Cilium labels every endpoint
+    with its namespace and its namespace's labels)."""
+    if isinstance(match, ir.NamespaceByName):
+        return [ir.Requirement(NAMESPACE_KEY, ir.Operator.IN, (match.name,))]
+    if isinstance(match, ir.AllNamespaces):
+        return [ir.Requirement(NAMESPACE_KEY, ir.Operator.EXISTS)]
+    out = []
+    for r in match.selector.requirements:
+        key = NAMESPACE_KEY if r.key == ir.NAMESPACE_NAME_LABEL else NAMESPACE_LABELS + r.key
+        out.append(ir.Requirement(key, r.operator, r.values))
+    if not any(r.key == NAMESPACE_KEY for r in out):
+        # Only a selector naming the namespace key escapes a namespaced policy's own namespace.
+        out.append(ir.Requirement(NAMESPACE_KEY, ir.Operator.EXISTS))
+    return out
+
+
+def port_entry(p: ir.PortMatch) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if p.name is not None:
+        out["port"] = p.name
+    elif p.port is None:
+        out["port"] = "0"  # every port of the protocol
+    else:
+        out["port"] = str(p.port)
+        if p.end_port is not None:
+            out["endPort"] = p.end_port
+    out["protocol"] = p.protocol.value
+    return out
+
+
+def http_rule(h: ir.HttpRule) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if h.method is not None:
+        out["method"] = h.method
+    if h.path is not None:
+        out["path"] = h.path
+    if h.host is not None:
+        out["host"] = h.host
+    if h.headers:
+        out["headers"] = list(h.headers)
+    return out
+
+
+class CiliumBackend(Backend):
+    name = "cilium"
+    capabilities = frozenset({
+        Capability.ALLOW, Capability.DENY, Capability.CLUSTER_WIDE, Capability.ISOLATION,
+        Capability.NAMED_PORTS, Capability.PORT_RANGES, Capability.SCTP, Capability.CIDR_EXCEPT,
+        Capability.FQDN, Capability.L7_HTTP, Capability.ENTITIES,
+    })
+
+    def build(self, program: ir.Program, options: Options) -> list[Manifest]:
+        out: list[Manifest] = []
+        by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Isolation]] = defaultdict(list)
+        for i in program.isolations:
+            by_scope[(i.namespace, i.cluster)].append(i)
+        for (namespace, cluster), items in by_scope.items():
+            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
+            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
+            subject = ir.Workload(namespace, name, ir.EVERYTHING, cluster=cluster)
+            spec: dict[str, Any] = {
+                "endpointSelector": self.endpoint_selector(subject, program),
+                "enableDefaultDeny": {d.value.lower(): True for d in directions},
+            }
+            for d in directions:
+                spec[d.value.lower()] = [{}]  # a rule that allows nothing: default deny, valid for Cilium
+            out.append(self.manifest(subject, name, spec, [i.span for i in items], {}, rank=0,
+                                     program=program))
+        by_workload: dict[ir.Workload, list[ir.Rule]] = defaultdict(list)
+        for r in program.rules:
+            by_workload[r.subject].append(r)
+        for subject, rules in by_workload.items():
+            rules.sort(key=lambda r: (*r.span.sort_key, r.derived))
+            has_fqdn = any(isinstance(p, ir.FqdnPeer) for r in rules for p in r.peers)
+            spec = {"endpointSelector": self.endpoint_selector(subject, program)}
+            comments: dict[str, list[str]] = {}
+            for direction in ir.Direction:
+                for deny in (False, True):
+                    section = direction.value.lower() + ("Deny" if deny else "")
+                    entries: list[dict[str, Any]] = []
+                    notes: list[str] = []
+                    for r in rules:
+                        if r.direction is not direction or (r.action is ir.Action.DENY) != deny:
+                            continue
+                        for entry in self.rules(r, subject, has_fqdn):
+                            entries.append(entry)
+                            notes.append(_comment(r))
+                    if entries:
+                        spec[section] = entries
+                        comments[section] = notes
+            out.append(self.manifest(subject, subject.name, spec, [r.span for r in rules], comments,
+                                     program=program))
+        out.sort(key=lambda m: m.sort_key)
+        return out
+
+    def endpoint_selector(self, subject: ir.Workload, program: ir.Program) -> dict[str, Any]:
+        extra = namespace_requirements(subject.cluster) if subject.cluster is not None else []
+        if subject.cluster is not None and isinstance(subject.cluster, ir.AllNamespaces):
+            extra = []  # a clusterwide policy already covers every namespace
+        return label_selector(subject.selector, extra)
+
+    def manifest(self, subject: ir.Workload, name: str, spec: dict[str, Any], spans: list[Span],
+                 comments: dict[str, list[str]], program: ir.Program, rank: int = 1) -> Manifest:
+        clusterwide = subject.cluster is not None
+        kind = "CiliumClusterwideNetworkPolicy" if clusterwide else "CiliumNetworkPolicy"
+        if clusterwide:
+            name = "cluster-" + name
+            if subject.cluster != _plain_cluster(program):
+                name = f"{name}-{_digest(str(subject.cluster))}"
+        meta: dict[str, Any] = {"name": name}
+        if not clusterwide:
+            meta["namespace"] = subject.namespace
+        meta["labels"] = dict(MANAGED_BY)
+        meta["annotations"] = object_annotations(spans)
+        body = {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec}
+        return Manifest(API_VERSION, kind, name, meta.get("namespace"), body, "Policy.yaml.j2",
+                        {"obj": body, "comments": comments}, rank=rank)
+
+    # ---- rules
+    def rules(self, r: ir.Rule, subject: ir.Workload, has_fqdn: bool) -> list[dict[str, Any]]:
+        """One Cilium rule per kind of peer (endpoints, CIDRs, entities, FQDNs), ports inside each."""
+        to = r.direction is ir.Direction.EGRESS
+        prefix = "to" if to else "from"
+        endpoints: list[dict[str, Any]] = []
+        cidrs: list[dict[str, Any]] = []
+        entities: list[str] = []
+        fqdns: list[dict[str, str]] = []
+        for peer in r.peers:
+            if isinstance(peer, ir.PodPeer):
+                endpoints.append(self.endpoints(peer, subject))
+            elif isinstance(peer, ir.CidrPeer):
+                block: dict[str, Any] = {"cidr": str(peer.cidr)}
+                if peer.excepts:
+                    block["except"] = [str(e) for e in peer.excepts]
+                cidrs.append(block)
+            elif isinstance(peer, ir.EntityPeer):
+                entities.append(peer.name)
+            elif isinstance(peer, ir.FqdnPeer):
+                fqdns.append({"matchPattern" if peer.is_pattern else "matchName": peer.name})
+            else:
+                entities.append("all")
+        ports = self.to_ports(r, dns_proxy=has_fqdn and to and _is_dns(r))
+        out = []
+        for key, values in ((f"{prefix}Endpoints", endpoints), (f"{prefix}CIDRSet", cidrs),
+                            (f"{prefix}Entities", list(dict.fromkeys(entities))), ("toFQDNs", fqdns)):
+            if values:
+                rule: dict[str, Any] = {key: values}
+                if ports:
+                    rule["toPorts"] = ports
+                out.append(rule)
+        return out
+
+    def endpoints(self, peer: ir.PodPeer, subject: ir.Workload) -> dict[str, Any]:
+        same = (
+            subject.cluster is None and isinstance(peer.namespaces, ir.NamespaceByName)
+            and peer.namespaces.name == subject.namespace
+        )
+        if same:  # a namespaced policy's selectors mean its own namespace
+            return label_selector(peer.pods)
+        return label_selector(peer.pods, namespace_requirements(peer.namespaces))
+
+    @staticmethod
+    def to_ports(r: ir.Rule, dns_proxy: bool) -> list[dict[str, Any]]:
+        if not r.ports:
+            return []
+        entry: dict[str, Any] = {"ports": [port_entry(p) for p in r.ports]}
+        if r.http:
+            entry["rules"] = {"http": [http_rule(h) for h in r.http]}
+        elif dns_proxy:
+            # Cilium's DNS proxy learns the addresses of FQDN destinations from the lookups it sees
+            entry["rules"] = {"dns": [{"matchPattern": "*"}]}
+        return [entry]
+
+
+def _is_dns(r: ir.Rule) -> bool:
+    return r.action is ir.Action.ALLOW and any(
+        isinstance(p, ir.PodPeer) and isinstance(p.namespaces, ir.NamespaceByName)
+        and p.namespaces.name == DNS_NAMESPACE and p.pods == DNS_SELECTOR for p in r.peers
+    ) and all(p.port == 53 and p.end_port is None for p in r.ports) and len(r.peers) == 1
+
+
+def _plain_cluster(program: ir.Program) -> ir.NamespaceMatch:
+    if not program.system_namespaces:
+        return ir.AllNamespaces()
+    return ir.NamespaceBySelector(ir.Selector.of(
+        [ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.NOT_IN, program.system_namespaces)]
+    ))
+
+
+def _comment(r: ir.Rule) -> str:
+    where = f"{r.span.path}:{r.span.line}"
+    return f"{where}: other half of `{r.text}`" if r.derived else f"{where}: {r.text}"
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
