@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netdsl import ir
-from netdsl.backends import Manifest, Options, get_backend, render_and_check
+from netdsl.backends import Manifest, Options, backend_names, get_backend, render_and_check
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.lower import lower
 from netdsl.parse import parse
+from netdsl.semantics.expect import check_expectations
 from netdsl.source import SourceFile, Span
 from netdsl.widen import widen
 
@@ -138,7 +139,19 @@ def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = ()) -
     result.diagnostics.extend(diags)
     if result.ok:
         result.program = program
+        if program.expectations:
+            result.diagnostics.extend(check_expectations(program, emitted_by_every_target(program)))
     return result
+
+
+def emitted_by_every_target(program: ir.Program) -> dict[str, list[dict[str, object]]]:
+    """The objects of every target that can express the program (for checking expectations)."""
+    out: dict[str, list[dict[str, object]]] = {}
+    for name in backend_names():
+        backend = get_backend(name)
+        if not backend.unsupported(program) and not backend.check_options(program, Options()):
+            out[name] = [m.body for m in backend.build(program, Options())]
+    return out
 
 
 def compile_paths(
@@ -162,6 +175,11 @@ def compile_checked(result: Result, target: str, options: Options | None = None)
         return result
     manifests = backend.build(result.program, options)
     result.diagnostics.extend(render_and_check(backend, manifests))
+    if result.ok:
+        # expectations hold for the program (checked by `check`) and for what this target emits
+        result.diagnostics.extend(
+            check_expectations(result.program, {target: [m.body for m in manifests]})
+        )
     if result.ok:
         result.manifests = manifests
     return result

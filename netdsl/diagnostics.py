@@ -46,6 +46,7 @@ CODES: Mapping[str, str] = {
     "namespace-name-label": "Namespaces selected by a `name` label, which Kubernetes never sets.",
     "redundant": "A statement repeats one that already says the same.",
     "empty-group": "A group or service list is empty.",
+    "expectation": "An `expect` statement does not hold for the program or an emitted target.",
     "widened": "--widen lowered a statement to a broader one the target can express.",
     # output
     "output": "The output directory could not be written.",

@@ -374,6 +374,20 @@ class Namespace:
         return {**dict(self.labels), NAMESPACE_NAME_LABEL: self.name}
 
 
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """`expect SRC -> DST[:PORT] allowed|denied`. Endpoints are `ns/pod` names of the program's derived
+    topology (a pod per declared service) or IP addresses. Without a port: `allowed` means on some
+    probed port, `denied` on every one."""
+
+    source: str
+    destination: str
+    port: PortMatch | None
+    allowed: bool
+    span: Span
+    text: str = ""
+
+
 @dataclass(frozen=True)
 class Program:
     namespaces: tuple[Namespace, ...]
@@ -382,6 +396,7 @@ class Program:
     rules: tuple[Rule, ...]
     tiers: tuple[Tier, ...] = ()
     system_namespaces: tuple[str, ...] = SYSTEM_NAMESPACES
+    expectations: tuple[Expectation, ...] = ()
 
     def tier(self, name: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.name == name), None)

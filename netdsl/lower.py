@@ -215,6 +215,7 @@ class Lowering:
         self.clusters: dict[tuple[ir.Selector | None, bool], _Namespace] = {}
         self.cluster_blocks: list[tuple[parse.ClusterBlock, str | None]] = []
         self.tiers: dict[str, ir.Tier] = {}
+        self.expect_stmts: list[tuple[parse.ExpectStmt, _Namespace | None]] = []
         self.system: tuple[str, ...] = ir.SYSTEM_NAMESPACES
         self.system_span: Span | None = None
         self.cidr_sets: dict[str, _CidrSet] = {}
@@ -252,6 +253,8 @@ class Lowering:
                     self.declare_tier(top)
                 elif isinstance(top, parse.ClusterBlock):
                     self.cluster_blocks.append((top, None))
+                elif isinstance(top, parse.ExpectStmt):
+                    self.expect_stmts.append((top, None))
                 else:
                     self.declare_namespace(top, None)
         for block, tier in self.cluster_blocks:  # after `system namespaces`, wherever it is written
@@ -274,6 +277,8 @@ class Lowering:
                         self.lower_dns(ns, stmt, tier)
                     elif isinstance(stmt, parse.FlowStmt):
                         self.lower_flow(ns, stmt, tier)
+                    elif isinstance(stmt, parse.ExpectStmt):
+                        self.expect_stmts.append((stmt, ns))
         explicit = self.dedupe(self.rules)
         derived = self.derive_counterparts(explicit)
         program = ir.Program(
@@ -286,6 +291,7 @@ class Lowering:
             rules=tuple(explicit + derived),
             tiers=tuple(sorted(self.tiers.values(), key=lambda t: (t.order, t.name))),
             system_namespaces=self.system,
+            expectations=tuple(e for stmt, ns in self.expect_stmts if (e := self.lower_expect(stmt, ns))),
         )
         self.lint(program)
         return program
@@ -838,6 +844,49 @@ class Lowering:
         if len(sel.requirements) == 1 and ir.NAMESPACE_NAME_LABEL in eq:
             return ir.NamespaceByName(eq[ir.NAMESPACE_NAME_LABEL])
         return ir.NamespaceBySelector(sel)
+
+    # ---- assertions
+    def lower_expect(self, stmt: parse.ExpectStmt, ns: _Namespace | None) -> ir.Expectation | None:
+        source = self.expect_endpoint(stmt.source, ns)
+        dest_word = stmt.destination
+        port: PortMatch | None = None
+        try:
+            ipaddress.ip_address(dest_word.text)
+            destination = dest_word.text
+        except ValueError:
+            name, colon, port_text = dest_word.text.partition(":")
+            destination = self.expect_endpoint(parse.Word(name, dest_word.span), ns) or ""
+            if colon:
+                port = self.lower_port(parse.Word(port_text, dest_word.span))
+                if port is None:
+                    return None
+                if port.end_port is not None or port.port is None and port.name is None:
+                    self.error("invalid-port", "an expectation names one port", dest_word.span,
+                               "write `backend:8080` or `backend:53/udp`")
+                    return None
+        if source is None or not destination:
+            return None
+        return ir.Expectation(source, destination, port, stmt.allowed, stmt.span, self.statement_text(stmt.span))
+
+    def expect_endpoint(self, word: parse.Word, ns: _Namespace | None) -> str | None:
+        """A service (`name` in the enclosing namespace, or `ns/name`) -> its pod `ns/name`; or an IP."""
+        text = word.text
+        try:
+            ipaddress.ip_address(text)
+            return text
+        except ValueError:
+            pass
+        scope_name, slash, name = text.rpartition("/")
+        scope = self.namespaces.get(scope_name) if slash else ns
+        if scope is not None and scope.cluster is None and name in scope.services:
+            return f"{scope.name}/{name}"
+        hint = None
+        if scope is not None:
+            hint = self.did_you_mean(name, scope.services)
+        if not slash and ns is None:
+            hint = hint or "outside a namespace block, write `namespace/service`"
+        self.error("unknown-name", f"`{text}` is not a declared service or an IP address", word.span, hint)
+        return None
 
     # ---- end-to-end flows
     @staticmethod

@@ -187,7 +187,17 @@ class FlowStmt:
     http: tuple[HttpRule, ...] = ()
 
 
-NamespaceStmt: TypeAlias = Union[IsolateStmt, DnsStmt, ServiceDecl, GroupDecl, FlowStmt]
+@dataclass(frozen=True, slots=True)
+class ExpectStmt:
+    """`expect SRC -> DST[:PORT[/PROTO]] allowed|denied`."""
+
+    source: Word
+    destination: Word
+    allowed: bool
+    span: Span
+
+
+NamespaceStmt: TypeAlias = Union[IsolateStmt, DnsStmt, ServiceDecl, GroupDecl, FlowStmt, ExpectStmt]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +247,7 @@ class SystemDecl:
     span: Span
 
 
-TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl, ClusterBlock, TierBlock, SystemDecl]
+TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl, ClusterBlock, TierBlock, SystemDecl, ExpectStmt]
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +475,12 @@ class _Build(Transformer[Token, Any]):
 
     def tier_block(self, meta: Any, c: list[Any]) -> TierBlock:
         return TierBlock(c[0], c[1], c[2], tuple(c[3:]), self._span(meta))
+
+    def EXPECTATION(self, tok: Token) -> Word:  # noqa: N802
+        return self._word(tok)
+
+    def expect_stmt(self, meta: Any, c: list[Word]) -> ExpectStmt:
+        return ExpectStmt(c[0], c[1], c[2].text == "allowed", self._span(meta))
 
     def system_decl(self, meta: Any, c: list[Word]) -> SystemDecl:
         return SystemDecl(tuple(c), self._span(meta))
