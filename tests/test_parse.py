@@ -31,7 +31,8 @@ def parse_ok(text: str) -> syn.Module:
 
 
 def only_ns_stmts(text: str) -> tuple[syn.NamespaceStmt, ...]:
-    (block,) = parse_ok(text).statements
+    block, *expectations = parse_ok(text).statements
+    assert all(isinstance(e, syn.ExpectStmt) for e in expectations)
     assert isinstance(block, syn.NamespaceBlock)
     return block.statements
 
@@ -133,7 +134,8 @@ def test_three_tier_example_shape() -> None:
     from pathlib import Path
 
     text = (Path(__file__).parent.parent / "examples" / "three-tier.seg").read_text(encoding="utf-8")
-    (block,) = parse_ok(text).statements
+    block, *expectations = parse_ok(text).statements
+    assert all(isinstance(e, syn.ExpectStmt) for e in expectations)
     assert isinstance(block, syn.NamespaceBlock)
     assert block.name.text == "production"
     kinds = [type(s).__name__ for s in block.statements]
