@@ -6,8 +6,9 @@ Exit status: 0 success, 1 errors in the input, 2 usage errors (click's own conve
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import click
 
@@ -17,7 +18,32 @@ from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
 from netdsl.compiler import STDIN, Result, check, compile_paths, stream
 from netdsl.diagnostics import error, render_json, render_text, sort_key
+from netdsl.diff import difference, load
+from netdsl.diff import render_json as render_diff_json
+from netdsl.diff import render_markdown as render_diff_markdown
+from netdsl.diff import render_text as render_diff_text
+from netdsl.explain import (
+    BUG,
+    explain_connection,
+    explain_matrix,
+    render_connection_json,
+    render_connection_text,
+    render_matrix_json,
+    render_matrix_text,
+)
 from netdsl.output import write_directory
+from netdsl.semantics.engine import (
+    EndpointError,
+    default_targets,
+    evaluators,
+    parse_probe,
+    probes_for,
+    resolve_endpoint,
+    split_port,
+    with_externals,
+)
+from netdsl.semantics.model import External, Topology, topology_from_program
+from netdsl.semantics.topology import TopologyError, read_topology
 
 EXIT_INPUT = 1
 
@@ -125,4 +151,125 @@ def check_command(paths: tuple[str, ...], fmt: str) -> None:
     result = check(paths, stdin=_stdin_if_needed(paths))
     _report(result, fmt)
     if not result.ok:
+        sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ explain, diff
+
+EXIT_MISMATCH = 3  # a target's output does not mean what the program means: a compiler bug
+
+
+def _fail(message: str) -> NoReturn:
+    _write(sys.stderr, f"netdsl: error: {message}\n")
+    sys.exit(EXIT_INPUT)
+
+
+def _topology_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option("--topology", "topology_dir", type=click.Path(path_type=Path), default=None,
+                        metavar="DIR", help=help_text)
+
+
+def _read_topology(topology_dir: Path) -> Topology:
+    try:
+        return read_topology(topology_dir)
+    except TopologyError as exc:
+        _fail(str(exc))
+
+
+@main.command("explain")
+@paths_argument
+@click.option("--from", "src_text", metavar="A",
+              help="Source: ns/pod, a pod name, a service of the program, or an IP address.")
+@click.option("--to", "dst_text", metavar="B[:PORT[/PROTO]]",
+              help="Destination, optionally with a port (a number or a named port of B; TCP unless /udp or "
+                   "/sctp). Without a port: every probed port.")
+@_topology_option("Kubernetes manifests (Namespaces, Pods, Deployments, ...) to evaluate over, instead of the "
+                  "pods the program models (one per service, one unlabelled pod per namespace).")
+@click.option("--target", "-t", "targets", multiple=True, type=click.Choice(backend_names()),
+              help="Judge this target's output too (repeatable; default: every target netdsl can evaluate).")
+@click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--width", type=click.IntRange(40), default=100, show_default=True,
+              help="Terminal width for the matrix.")
+def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str | None,
+                    topology_dir: Path | None, targets: tuple[str, ...], out_format: str, width: int) -> None:
+    """Explain what PATHS allow: one connection (--from A --to B[:PORT]) with the statements and emitted
+    rules that decide it, everything from A or to B, or the whole connectivity matrix.
+
+    Each target's output is judged on its own; a target whose verdict differs from the program's is a
+    compiler bug, reported loudly with exit status 3."""
+    result = check(paths, stdin=_stdin_if_needed(paths))
+    if result.program is None:
+        _report(result, "text")
+        sys.exit(EXIT_INPUT)
+    program = result.program
+    derived = topology_from_program(program)
+    topology = derived if topology_dir is None else with_externals(_read_topology(topology_dir), derived)
+    evs = evaluators(result, list(dict.fromkeys(targets)) or default_targets(), topology)
+    try:
+        src = dst = None
+        port: str | None = None
+        if src_text is not None:
+            host, src_port = split_port(src_text)
+            if src_port is not None:
+                raise EndpointError(f"--from {src_text}: a source has no port (give it with --to)")
+            src = resolve_endpoint(host, topology, program)
+        if dst_text is not None:
+            host, port = split_port(dst_text)
+            dst = resolve_endpoint(host, topology, program)
+        if src is not None and dst is not None:
+            if src == dst:
+                raise EndpointError(f"{src} on both ends: policies never apply to a pod's own traffic")
+            if isinstance(src, External) and isinstance(dst, External):
+                raise EndpointError("both ends are external addresses: no policy applies between them")
+            probes = (parse_probe(port, dst),) if port else probes_for([program], topology)
+        elif port:
+            raise EndpointError(f"--to {dst_text}: a port needs --from too")
+    except EndpointError as exc:
+        _fail(str(exc))
+    if src is not None and dst is not None:
+        report = explain_connection(evs, src, dst, probes, port_given=bool(port))
+        render = render_connection_json if out_format == "json" else render_connection_text
+        _write(sys.stdout, render(report))
+        if report.mismatches:
+            _write(sys.stderr, f"netdsl: error: MISMATCH between the program and a target: {BUG}\n")
+            sys.exit(EXIT_MISMATCH)
+        return
+    matrix_report = explain_matrix(evs, topology, probes_for([program], topology),
+                                   sources=None if src is None else [src],
+                                   destinations=None if dst is None else [dst])
+    if out_format == "json":
+        _write(sys.stdout, render_matrix_json(matrix_report))
+    else:
+        _write(sys.stdout, render_matrix_text(matrix_report, width))
+    if matrix_report.mismatches:
+        _write(sys.stderr, f"netdsl: error: MISMATCH between the program and a target: {BUG}\n")
+        sys.exit(EXIT_MISMATCH)
+
+
+@main.command("diff")
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.option("--format", "out_format", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="markdown: a pull-request comment.")
+@_topology_option("Kubernetes manifests to evaluate over, instead of the pods both programs model.")
+@click.option("--exit-code", is_flag=True, help="Exit with status 1 when connectivity changes (like git diff).")
+def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None, exit_code: bool) -> None:
+    """Which connections NEW allows that OLD does not, and the other way round.
+
+    OLD and NEW are .seg files, directories, or git revisions of the repository here (`HEAD~1`, `main`,
+    `main:policies` for the *.seg below policies/ at main)."""
+    if old == STDIN and new == STDIN:
+        _fail("only one of OLD and NEW can be standard input")
+    stdin = sys.stdin.buffer.read() if STDIN in (old, new) else None
+    before, after = load(old, stdin), load(new, stdin)
+    if before.program is None or after.program is None:
+        both = Result(sources={**before.sources, **after.sources},
+                      diagnostics=[d for d in (*before.diagnostics, *after.diagnostics) if d.is_error])
+        _report(both, "text")
+        sys.exit(EXIT_INPUT)
+    topology = None if topology_dir is None else _read_topology(topology_dir)
+    d = difference(before.program, after.program, old, new, topology)
+    render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
+    _write(sys.stdout, render(d))
+    if exit_code and d.changed:
         sys.exit(EXIT_INPUT)

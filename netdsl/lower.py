@@ -686,12 +686,16 @@ class Lowering:
             peers.extend(self.lower_peer(ns, p))
         ports = self.lower_ports(stmt.ports)
         http = self.lower_http(stmt, ports)
-        if stmt.direction == "ingress":
-            for p in stmt.peers:
-                if isinstance(p, parse.FqdnPeer):
-                    self.error("conflict", "a DNS name can only be a destination", p.span,
-                               "use `fqdn` peers with `connects to` (egress)")
-                    return
+        for p in stmt.peers:
+            if isinstance(p, parse.FqdnPeer) and stmt.direction == "ingress":
+                self.error("conflict", "a DNS name can only be a destination", p.span,
+                           "use `fqdn` peers with `connects to` (egress)")
+                return
+            if isinstance(p, parse.FqdnPeer) and stmt.action != "allow":
+                # Cilium's deny rules have no toFQDNs; a deny cannot follow DNS answers anywhere.
+                self.error("conflict", "a DNS name can only be allowed, not denied or passed", p.span,
+                           "deny its addresses with `cidr`, or allow only the names you want")
+                return
         if not subjects or not peers or ports is None or http is None:
             return
         if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:
@@ -722,9 +726,11 @@ class Lowering:
             self.error("conflict", "HTTP rules refine what a statement allows; a deny or pass cannot have them",
                        stmt.http[0].span)
             ok = False
-        if ports is not None and (not ports or any(p.protocol is not Protocol.TCP for p in ports)):
-            self.error("conflict", "HTTP rules need the statement's ports, all TCP (say `on 8080`)",
-                       stmt.http[0].span)
+        if ports is not None and (
+            not ports or any(p.protocol is not Protocol.TCP or (p.port is None and p.name is None) for p in ports)
+        ):
+            self.error("conflict", "HTTP rules need the statement's ports, all TCP and named or numbered "
+                       "(say `on 8080`)", stmt.http[0].span)
             ok = False
         rules = []
         for h in stmt.http:
@@ -733,6 +739,11 @@ class Lowering:
                     re.compile(word.text)
                 except re.error as exc:
                     self.error("invalid-http", f"invalid regular expression {word.text!r}: {exc}", word.span)
+                    ok = False
+                    continue
+                if _NOT_RE2.search(word.text):
+                    self.error("invalid-http", f"{word.text!r} uses lookaround or backreferences", word.span,
+                               "Cilium and Envoy use RE2 regular expressions, which have neither")
                     ok = False
             for header in h.headers:
                 if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(: ?[^\r\n]*)?", header.text):
@@ -743,7 +754,7 @@ class Lowering:
                 None if h.method.text == "ANY" else h.method.text,
                 h.path.text if h.path else None,
                 h.host.text if h.host else None,
-                tuple(w.text for w in h.headers),
+                tuple(_header(w.text) for w in h.headers),
             ))
         return tuple(dict.fromkeys(rules)) if ok else None
 
@@ -860,7 +871,7 @@ class Lowering:
                 port = self.lower_port(parse.Word(port_text, dest_word.span))
                 if port is None:
                     return None
-                if port.end_port is not None or port.port is None and port.name is None:
+                if port.end_port is not None or (port.port is None and port.name is None):
                     self.error("invalid-port", "an expectation names one port", dest_word.span,
                                "write `backend:8080` or `backend:53/udp`")
                     return None
@@ -1150,6 +1161,16 @@ class Lowering:
                             r.span,
                             "check the labels against the service declarations",
                         )
+
+
+# Constructs of Python's `re` that RE2 (Cilium, Envoy) does not have: lookaround, backreferences, atomic groups.
+_NOT_RE2 = re.compile(r"\(\?(=|!|<=|<!|>|P=)|\\[1-9]")
+
+
+def _header(text: str) -> str:
+    """`Name:value` as `Name: value`: Cilium splits a header rule at its first space."""
+    name, colon, value = text.partition(":")
+    return f"{name}: {value.strip()}" if colon else name
 
 
 _PORT_HINT = "write a number (8080), a range (8000-9000), a port name (http), or a protocol (udp); " \

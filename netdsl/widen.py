@@ -29,6 +29,9 @@ def widen(program: ir.Program, backend: Backend) -> tuple[ir.Program, list[Diagn
     rules: list[ir.Rule] = []
     notes: dict[Span, str] = {}
     for r in program.rules:
+        if r.action is not ir.Action.ALLOW:  # never widen a deny: it would deny more than written
+            rules.append(r)
+            continue
         what = []
         peers: list[ir.Peer] = list(r.peers)
         if not can_fqdn and any(isinstance(p, ir.FqdnPeer) for p in peers):

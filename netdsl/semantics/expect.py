@@ -5,7 +5,8 @@ topology_from_program). A failed expectation is an error at its line, with what 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error

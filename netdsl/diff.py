@@ -1,0 +1,239 @@
+"""`netdsl diff OLD NEW`: which connections a change to a program adds and removes.
+
+OLD and NEW are .seg files, directories of them, or git revisions (`HEAD~1`, `main:policies`). Both
+programs are evaluated by the program semantics over one topology - the union of what each program
+models (or a cluster's, with --topology) - with the same probed ports, so a refactor that moves
+statements or renames a service or group shows no change, and a real change shows up as connections.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdsl import ir
+from netdsl.compiler import Result, check_files, decode, read_sources
+from netdsl.diagnostics import Diagnostic, error
+from netdsl.semantics.engine import (
+    Probe,
+    matrix,
+    merge_topologies,
+    probe_text,
+    probes_for,
+    sort_probes,
+    with_externals,
+)
+from netdsl.semantics.model import Connection, Endpoint, Topology, topology_from_program
+from netdsl.semantics.program import ProgramSemantics
+from netdsl.source import SourceFile
+
+MARKDOWN_ROWS = 200  # a pull-request comment has a size limit
+
+
+class GitError(Exception):
+    pass
+
+
+def _git(args: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", *args], capture_output=True, cwd=cwd, check=False, timeout=120)
+
+
+def git_revision(spec: str) -> tuple[str, str] | None:
+    """(revision, subdirectory) if spec names a commit of the git repository here (`REV` or
+    `REV:subdir`), else None."""
+    rev, _, subdir = spec.partition(":")
+    if not rev:
+        return None
+    try:
+        found = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0:
+        return None
+    return rev, subdir.strip("/")
+
+
+def read_revision(rev: str, subdir: str) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """Every *.seg of the revision (below subdir), shown as `REV:path`."""
+    shown_spec = f"{rev}:{subdir}" if subdir else rev
+    top = _git(["rev-parse", "--show-toplevel"])
+    if top.returncode != 0:
+        return [], [error("io-error", f"{shown_spec}: {top.stderr.decode(errors='replace').strip()}")]
+    root = Path(top.stdout.decode().strip())
+    listing = _git(["ls-tree", "-r", "--name-only", "--full-tree", rev, *(["--", subdir] if subdir else [])],
+                   cwd=root)
+    if listing.returncode != 0:
+        return [], [error("io-error", f"{shown_spec}: {listing.stderr.decode(errors='replace').strip()}")]
+    names = [n for n in listing.stdout.decode("utf-8", errors="surrogateescape").splitlines()
+             if n.endswith(".seg") and (not subdir or n == subdir or n.startswith(subdir + "/"))]
+    if not names:
+        return [], [error("io-error", f"{shown_spec}: no .seg files at this revision")]
+    files: list[SourceFile] = []
+    diags: list[Diagnostic] = []
+    for name in sorted(names):
+        shown = f"{rev}:{name}"
+        blob = _git(["show", f"{rev}:{name}"], cwd=root)
+        if blob.returncode != 0:
+            diags.append(error("io-error", f"{shown}: {blob.stderr.decode(errors='replace').strip()}"))
+            continue
+        source, problem = decode(shown, blob.stdout)
+        if problem is not None:
+            diags.append(problem)
+        if source is not None:
+            files.append(source)
+    return files, diags
+
+
+def load(spec: str, stdin: bytes | None = None) -> Result:
+    """A program from a path (file or directory, `-` for standard input) or, when no such path exists,
+    a git revision."""
+    if spec == "-" or Path(spec).exists():
+        return check_files(*read_sources([spec], stdin))
+    revision = git_revision(spec)
+    if revision is None:
+        return check_files([], [error("io-error", f"{spec}: no such file or directory, and not a git revision")])
+    return check_files(*read_revision(*revision))
+
+
+# ------------------------------------------------------------------------------------------ the difference
+
+
+@dataclass
+class Change:
+    src: Endpoint
+    dst: Endpoint
+    probes: list[Probe]
+    was: tuple[str, ...]  # what decided under OLD
+    now: tuple[str, ...]  # what decides under NEW
+
+
+@dataclass
+class Difference:
+    old: str
+    new: str
+    topology: Topology
+    probes: tuple[Probe, ...]
+    added: list[Change] = field(default_factory=list)
+    removed: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+    def counts(self) -> tuple[int, int]:
+        return sum(len(c.probes) for c in self.added), sum(len(c.probes) for c in self.removed)
+
+
+def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
+               topology: Topology | None = None) -> Difference:
+    notes: list[str] = []
+    derived, notes = merge_topologies(topology_from_program(old), topology_from_program(new))
+    if topology is None:
+        topology = derived
+    else:
+        topology, notes = with_externals(topology, derived), []
+    probes = probes_for([old, new], topology)
+    before, after = ProgramSemantics(old, topology), ProgramSemantics(new, topology)
+    old_m, new_m = matrix(before, topology, probes), matrix(after, topology, probes)
+    grouped: dict[tuple[Endpoint, Endpoint, bool], list[Probe]] = {}
+    for src, dst, probe, allowed_now in new_m.differences(old_m):
+        grouped.setdefault((src, dst, allowed_now), []).append(probe)
+    result = Difference(old_name, new_name, topology, probes, notes=notes)
+    for (src, dst, allowed_now), ports in grouped.items():
+        ports = sort_probes(ports)
+        conn = Connection(src, dst, *ports[0])
+        change = Change(src, dst, ports, before.decide(conn).reasons, after.decide(conn).reasons)
+        (result.added if allowed_now else result.removed).append(change)
+    position = {e: i for i, e in enumerate(topology.endpoints)}
+    for changes in (result.added, result.removed):
+        changes.sort(key=lambda c: (position[c.src], position[c.dst]))
+    return result
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _ports(c: Change) -> str:
+    return ", ".join(probe_text(p) for p in c.probes)
+
+
+def _summary(d: Difference) -> str:
+    added, removed = d.counts()
+    return (f"{added} connection{'s' * (added != 1)} added, {removed} removed "
+            f"({len(d.topology.endpoints)} endpoints, {len(d.probes)} probed ports)")
+
+
+def render_text(d: Difference) -> str:
+    out = [f"netdsl diff {d.old} {d.new}"]
+    out += [f"note: {n}" for n in d.notes]
+    if not d.changed:
+        out.append(f"No change: both allow exactly the same connections ({len(d.topology.endpoints)} endpoints, "
+                   f"{len(d.probes)} probed ports).")
+        return "\n".join(out) + "\n"
+    out.append("")
+    for sign, changes in (("+", d.added), ("-", d.removed)):
+        for c in changes:
+            out.append(f"{sign} {c.src} -> {c.dst}  {_ports(c)}")
+            if sign == "+":
+                out += [f"    now: {r}" for r in c.now] or ["    now: no policy applies"]
+            else:
+                out += [f"    was: {r}" for r in c.was] or ["    was: no policy applied"]
+                out += [f"    now: {r}" for r in c.now]
+    out += ["", _summary(d) + "."]
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    """Inline code in a Markdown table cell."""
+    text = text.replace("|", "\\|").replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}" if text else ""
+
+
+def render_markdown(d: Difference) -> str:
+    out = [f"### netdsl: connectivity changes from {_md(d.old)} to {_md(d.new)}", ""]
+    out += [f"> note: {n}" for n in d.notes]
+    if d.notes:
+        out.append("")
+    if not d.changed:
+        out.append(f"**No change**: both allow exactly the same connections ({len(d.topology.endpoints)} endpoints, "
+                   f"{len(d.probes)} probed ports).")
+        return "\n".join(out) + "\n"
+    added, removed = d.counts()
+    out += [f"**{added} connection{'s' * (added != 1)} added, {removed} removed** "
+            f"({len(d.topology.endpoints)} endpoints, {len(d.probes)} probed ports).", "",
+            "| | from | to | ports | why |", "|---|---|---|---|---|"]
+    rows = 0
+    total = len(d.added) + len(d.removed)
+    for word, changes in (("**added**", d.added), ("removed", d.removed)):
+        for c in changes:
+            if rows == MARKDOWN_ROWS:
+                break
+            rows += 1
+            if c in d.added:
+                why = "<br>".join(_md(r) for r in c.now) or "no policy applies"
+            else:
+                why = "<br>".join(["was: " + _md(r) for r in c.was] + ["now: " + _md(r) for r in c.now])
+            out.append(f"| {word} | {_md(str(c.src))} | {_md(str(c.dst))} | {_ports(c)} | {why} |")
+    if total > rows:
+        out += ["", f"... and {total - rows} more pairs (run `netdsl diff` locally for all of them)."]
+    out += ["", "<details><summary>Probed ports</summary>", "",
+            ", ".join(probe_text(p) for p in d.probes), "", "</details>"]
+    return "\n".join(out) + "\n"
+
+
+def render_json(d: Difference) -> str:
+    def change(c: Change) -> dict[str, Any]:
+        return {"from": str(c.src), "to": str(c.dst), "ports": [probe_text(p) for p in c.probes],
+                "was": list(c.was), "now": list(c.now)}
+
+    return json.dumps({
+        "old": d.old, "new": d.new, "changed": d.changed,
+        "endpoints": [str(e) for e in d.topology.endpoints], "probes": [probe_text(p) for p in d.probes],
+        "added": [change(c) for c in d.added], "removed": [change(c) for c in d.removed], "notes": d.notes,
+    }, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,739 @@
+"""The whole connectivity matrix at once: for every ordered pair of endpoints of a topology and every
+probed (protocol, port), whether an evaluator allows the connection.
+
+`decide()` answers one connection at a time, so a matrix through it costs |endpoints|^2 x |probes|
+calls, each walking every policy. Here an evaluator's policy is compiled once into bitsets over the
+topology's endpoints (bit i = endpoint i):
+
+* per rule: the pods it applies to (its subjects) and the endpoints its peers match, from label
+  indexes (label -> pods) rather than by testing every selector against every pod;
+* per pod and direction: its plan, the tiers that apply to it with the rules that apply to it, in
+  evaluation order; pods with the same plan are evaluated once;
+* ports: probes that every port item of the policy treats alike (the same numeric ranges contain them,
+  the same pods have them as a named port) form one class, evaluated once.
+
+One pod's side is then a first-match walk over its plan with masks: every peer the rule matches that
+no earlier rule decided is allowed, denied or passed on to the next tier in one AND. Kubernetes' union
+of allows is the special case of one tier of allow rules that otherwise denies.
+
+The result is identical to `decide()` (tests/semantics/test_engine.py compares them on random
+programs). An evaluator this module does not know is asked connection by connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from netdsl import ir
+from netdsl.ir import Direction, Protocol
+from netdsl.semantics import calico as calico_semantics
+from netdsl.semantics import program as program_semantics
+from netdsl.semantics import vanilla as vanilla_semantics
+from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict
+
+Probe = tuple[Protocol, int]
+
+
+class Evaluator(TypingProtocol):
+    """What every evaluator offers: a verdict per connection."""
+
+    def decide(self, conn: Connection) -> Verdict: ...
+
+
+def probe_text(probe: Probe) -> str:
+    protocol, port = probe
+    return f"{port}/{protocol.value.lower()}"
+
+
+# ------------------------------------------------------------------------------------------ result
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """`rows[k][i]`: the destinations (a bitmask over `endpoints`) that endpoint i may reach with
+    `probes[k]`. A pod's connection to itself and connections between two external endpoints are not
+    part of the matrix (their bits are always 0)."""
+
+    endpoints: tuple[Endpoint, ...]
+    probes: tuple[Probe, ...]
+    rows: tuple[tuple[int, ...], ...]
+    _position: dict[Endpoint, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def position(self, endpoint: Endpoint) -> int:
+        if not self._position:
+            self._position.update((e, i) for i, e in enumerate(self.endpoints))
+        return self._position[endpoint]
+
+    def is_allowed(self, src: Endpoint, dst: Endpoint, probe: Probe) -> bool:
+        k = self.probes.index(probe)
+        return bool(self.rows[k][self.position(src)] >> self.position(dst) & 1)
+
+    def allowed(self, src: Endpoint, dst: Endpoint) -> tuple[Probe, ...]:
+        """The probes allowed from src to dst, in probe order."""
+        i, j = self.position(src), self.position(dst)
+        return tuple(p for p, rows in zip(self.probes, self.rows, strict=True) if rows[i] >> j & 1)
+
+    def pairs(self) -> Iterator[tuple[Endpoint, Endpoint]]:
+        """Every pair the matrix covers, sources in endpoint order."""
+        for src in self.endpoints:
+            for dst in self.endpoints:
+                if src != dst and not (isinstance(src, External) and isinstance(dst, External)):
+                    yield src, dst
+
+    def codes(self, i: int) -> dict[int, int]:
+        """Row i as {destination index: bitmask of the allowed probes' indexes}, allowed pairs only."""
+        out: dict[int, int] = defaultdict(int)
+        n = len(self.endpoints)
+        seen: dict[int, int] = {}  # probes of a class share their rows: decode each row once
+        for k, rows in enumerate(self.rows):
+            mask = rows[i]
+            if not mask:
+                continue
+            if id(rows) in seen:
+                first = seen[id(rows)]
+                for j, code in out.items():
+                    if code >> first & 1:
+                        out[j] = code | 1 << k
+                continue
+            seen[id(rows)] = k
+            for j in _bits(mask, n):
+                out[j] |= 1 << k
+        return dict(sorted(out.items()))
+
+    def probes_of(self, code: int) -> tuple[Probe, ...]:
+        return tuple(p for k, p in enumerate(self.probes) if code >> k & 1)
+
+    def cells(self) -> Iterator[tuple[Endpoint, Endpoint, tuple[Probe, ...]]]:
+        """(src, dst, allowed probes) for every pair with at least one allowed probe."""
+        decoded: dict[int, tuple[Probe, ...]] = {}
+        for i, src in enumerate(self.endpoints):
+            for j, code in self.codes(i).items():
+                if code not in decoded:
+                    decoded[code] = self.probes_of(code)
+                yield src, self.endpoints[j], decoded[code]
+
+    def count(self) -> int:
+        """How many (src, dst, probe) connections are allowed."""
+        return sum(row.bit_count() for rows in self.rows for row in rows)
+
+    def differences(self, other: Matrix) -> Iterator[tuple[Endpoint, Endpoint, Probe, bool]]:
+        """(src, dst, probe, allowed here) for every connection where the two matrices disagree; both
+        must cover the same endpoints and probes."""
+        if self.endpoints != other.endpoints or self.probes != other.probes:
+            raise ValueError("matrices over different endpoints or probes cannot be compared")
+        n = len(self.endpoints)
+        for probe, mine, theirs in zip(self.probes, self.rows, other.rows, strict=True):
+            if mine is theirs:
+                continue
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+                for j in _bits(a ^ b, n):
+                    yield self.endpoints[i], self.endpoints[j], probe, bool(a >> j & 1)
+
+
+def _bits(mask: int, n: int) -> list[int]:
+    """Set bit positions of mask, ascending."""
+    if mask.bit_count() > 8:  # dense: let str do the scanning
+        return [i for i, c in enumerate(bin(mask)[:1:-1]) if c == "1"]
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+# ------------------------------------------------------------------------------------------ compiled policy
+
+ALLOW, DENY, PASS = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class PortItem:
+    """One port match: a protocol (None: any) and a range (None: every port) or a named port, which
+    resolves against the destination pod's container ports."""
+
+    protocol: Protocol | None
+    lo: int | None = None
+    hi: int | None = None
+    name: str | None = None
+
+
+Ports = tuple[PortItem, ...] | None  # None: every port and protocol
+
+
+@dataclass(slots=True)
+class Rule:
+    subjects: int  # pods the rule applies to
+    peers: int  # endpoints on the other side it matches
+    ports: Ports
+    action: int
+
+
+@dataclass(slots=True)
+class Tier:
+    applies: int  # pods this tier applies to (it decides for them, or passes)
+    rules: list[Rule]
+    otherwise: int  # what happens to what no rule of the tier decides
+
+
+@dataclass(slots=True)
+class Compiled:
+    egress: list[Tier]
+    ingress: list[Tier]
+
+
+class Index:
+    """A topology's endpoints as bit positions, and label indexes over its pods."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.endpoints: tuple[Endpoint, ...] = topology.endpoints
+        self.n = len(self.endpoints)
+        self.all = (1 << self.n) - 1
+        self.pods = 0
+        self.externals = 0
+        self.ns_pods: dict[str, int] = defaultdict(int)
+        self.label_value: dict[tuple[str, str], int] = defaultdict(int)
+        self.label_key: dict[str, int] = defaultdict(int)
+        self.named: dict[tuple[str, Protocol, int], int] = defaultdict(int)  # (name, protocol, number)
+        for i, e in enumerate(self.endpoints):
+            bit = 1 << i
+            if isinstance(e, Pod):
+                self.pods |= bit
+                self.ns_pods[e.namespace] |= bit
+                for k, v in e.labels.items():
+                    self.label_value[(k, v)] |= bit
+                    self.label_key[k] |= bit
+                for name, (number, protocol) in e.ports.items():
+                    self.named[(name, protocol, number)] |= bit
+            else:
+                self.externals |= bit
+        self.namespaces = sorted(self.ns_pods)
+        self._cache: dict[Hashable, int] = {}
+
+    def cached(self, key: Hashable, compute: Callable[[], int]) -> int:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def each(self, mask: int) -> Iterator[tuple[int, Endpoint]]:
+        for i in _bits(mask, self.n):
+            yield i, self.endpoints[i]
+
+    def where(self, mask: int, test: Callable[[Endpoint], bool]) -> int:
+        """The endpoints of mask that pass test."""
+        out = 0
+        for i, e in self.each(mask):
+            if test(e):
+                out |= 1 << i
+        return out
+
+    def in_namespaces(self, test: Callable[[str], bool]) -> int:
+        out = 0
+        for ns in self.namespaces:
+            if test(ns):
+                out |= self.ns_pods[ns]
+        return out
+
+    def value_mask(self, key: str, value: object) -> int:
+        """Pods whose label `key` equals value (a missing label reads as None)."""
+        if value is None:
+            return self.pods & ~self.label_key.get(key, 0)
+        if isinstance(value, str):
+            return self.label_value.get((key, value), 0)
+        return 0
+
+    def external_in(self, nets: Sequence[ir.IPNetwork], excepts: Sequence[ir.IPNetwork] = ()) -> int:
+        def inside(e: Endpoint) -> bool:
+            return isinstance(e, External) and any(
+                e.address.version == n.version and e.address in n for n in nets
+            ) and not any(e.address.version == x.version and e.address in x for x in excepts)
+
+        return self.where(self.externals, inside)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def _run(plan: Sequence[tuple[Sequence[Rule], int]], port_mask: Callable[[Ports], int], everything: int) -> int:
+    """One side of one pod: the other endpoints it allows. First match in each tier; what a tier passes
+    on goes to the next; what no tier decides is allowed."""
+    remaining = everything
+    allowed = 0
+    for rules, otherwise in plan:
+        undecided = remaining
+        passed = 0
+        for rule in rules:
+            m = rule.peers & undecided
+            if not m:
+                continue
+            if rule.ports is not None:
+                m &= port_mask(rule.ports)
+                if not m:
+                    continue
+            if rule.action == ALLOW:
+                allowed |= m
+            elif rule.action == PASS:
+                passed |= m
+            undecided &= ~m
+            if not undecided:
+                break
+        if otherwise == ALLOW:
+            allowed |= undecided
+        elif otherwise == PASS:
+            passed |= undecided
+        remaining = passed
+        if not remaining:
+            break
+    return allowed | remaining
+
+
+def _plans(tiers: Sequence[Tier], index: Index) -> dict[int, list[tuple[list[Rule], int]]]:
+    """Per pod position: the tiers applying to it, each with the rules applying to it, in order."""
+    plans: dict[int, list[tuple[list[Rule], int]]] = defaultdict(list)
+    for tier in tiers:
+        mine: dict[int, list[Rule]] = {}
+        for i in _bits(tier.applies & index.pods, index.n):
+            mine[i] = []
+            plans[i].append((mine[i], tier.otherwise))
+        for rule in tier.rules:
+            for i in _bits(rule.subjects & tier.applies & index.pods, index.n):
+                mine[i].append(rule)
+    return plans
+
+
+def _numeric_match(item: PortItem, probe: Probe) -> bool:
+    if item.protocol is not None and item.protocol is not probe[0]:
+        return False
+    if item.name is not None:
+        return False
+    return item.lo is None or item.lo <= probe[1] <= (item.hi if item.hi is not None else item.lo)
+
+
+def _named_mask(item: PortItem, probe: Probe, index: Index) -> int:
+    if item.name is None or item.protocol is not probe[0]:
+        return 0
+    return index.named.get((item.name, probe[0], probe[1]), 0)
+
+
+def _probe_classes(compiled: Compiled, probes: Sequence[Probe], index: Index) -> dict[Hashable, list[int]]:
+    """Probes every port item treats alike share a class (by position in probes)."""
+    items: set[PortItem] = set()
+    for tier in (*compiled.egress, *compiled.ingress):
+        for rule in tier.rules:
+            items.update(rule.ports or ())
+    ordered = sorted(items, key=repr)
+    classes: dict[Hashable, list[int]] = defaultdict(list)
+    for k, probe in enumerate(probes):
+        signature = (
+            probe[0],
+            tuple(_numeric_match(it, probe) for it in ordered),
+            tuple(_named_mask(it, probe, index) for it in ordered if it.name is not None),
+        )
+        classes[signature].append(k)
+    return classes
+
+
+def _egress_ports(probe: Probe, index: Index) -> Callable[[Ports], int]:
+    """Egress: the destinations a rule's ports let through (a named port depends on the destination)."""
+    cache: dict[Ports, int] = {}
+
+    def mask(ports: Ports) -> int:
+        if ports is None:
+            return index.all
+        got = cache.get(ports)
+        if got is None:
+            got = 0
+            for item in ports:
+                if _numeric_match(item, probe):
+                    got = index.all
+                    break
+                got |= _named_mask(item, probe, index)
+            cache[ports] = got
+        return got
+
+    return mask
+
+
+def _ingress_ports(probe: Probe, index: Index, pod: int) -> Callable[[Ports], int]:
+    """Ingress: everything or nothing, depending on the destination pod itself."""
+    cache: dict[Ports, int] = {}
+
+    def mask(ports: Ports) -> int:
+        if ports is None:
+            return index.all
+        got = cache.get(ports)
+        if got is None:
+            got = 0
+            for item in ports:
+                if _numeric_match(item, probe) or _named_mask(item, probe, index) >> pod & 1:
+                    got = index.all
+                    break
+            cache[ports] = got
+        return got
+
+    return mask
+
+
+Plan = list[tuple[list[Rule], int]]
+
+
+@dataclass(slots=True)
+class Group:
+    """Pods evaluated together: the same plan (and for ingress the same named ports)."""
+
+    plan: Plan
+    members: int
+
+
+def _group(plans: Mapping[int, Plan], index: Index, by_ports: bool) -> list[Group]:
+    groups: dict[Hashable, Group] = {}
+    for i, plan in plans.items():
+        key: Hashable = tuple((tuple(map(id, rules)), otherwise) for rules, otherwise in plan)
+        if by_ports:
+            pod = index.endpoints[i]
+            assert isinstance(pod, Pod)
+            key = (key, tuple(sorted((k, v[0], v[1].value) for k, v in pod.ports.items())))
+        if key in groups:
+            groups[key].members |= 1 << i
+        else:
+            groups[key] = Group(plan, 1 << i)
+    return list(groups.values())
+
+
+def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence[Group]) -> tuple[int, ...]:
+    n, everything = index.n, index.all
+    # egress: per source, the destinations it may reach (unrestricted: all)
+    reach = [everything] * n
+    ports = _egress_ports(probe, index)
+    for g in egress:
+        allowed = _run(g.plan, ports, everything)
+        for i in _bits(g.members, n):
+            reach[i] = allowed
+    # ingress: per destination, the sources it accepts, collected as sources -> destinations
+    accepting: dict[int, int] = defaultdict(int)
+    unrestricted = everything
+    for g in ingress:
+        unrestricted &= ~g.members
+        rep = (g.members & -g.members).bit_length() - 1
+        accepting[_run(g.plan, _ingress_ports(probe, index, rep), everything)] |= g.members
+    accepting[everything] |= unrestricted
+    # transpose: accepted_by[i] = the destinations that accept source i. The destination sets are
+    # disjoint, so a source set covering most endpoints is handled through its complement.
+    sparse = [0] * n
+    dense = 0
+    excluded = [0] * n
+    for sources, dsts in accepting.items():
+        if not dsts:
+            continue
+        if sources.bit_count() * 2 <= n:
+            for i in _bits(sources, n):
+                sparse[i] |= dsts
+        else:
+            dense |= dsts
+            for i in _bits(everything & ~sources, n):
+                excluded[i] |= dsts
+    rows = []
+    for i, e in enumerate(index.endpoints):
+        valid = everything & ~(1 << i)
+        if isinstance(e, External):
+            valid &= ~index.externals
+        rows.append(reach[i] & (sparse[i] | (dense & ~excluded[i])) & valid)
+    return tuple(rows)
+
+
+def evaluate(compiled: Compiled, index: Index, probes: Sequence[Probe]) -> Matrix:
+    egress = _group(_plans(compiled.egress, index), index, by_ports=False)
+    ingress = _group(_plans(compiled.ingress, index), index, by_ports=True)
+    rows: list[tuple[int, ...]] = [()] * len(probes)
+    for members in _probe_classes(compiled, probes, index).values():
+        result = _rows(index, probes[members[0]], egress, ingress)
+        for k in members:
+            rows[k] = result
+    return Matrix(index.endpoints, tuple(probes), tuple(rows))
+
+
+def by_decide(evaluator: Evaluator, topology: Topology, probes: Sequence[Probe]) -> Matrix:
+    """The matrix one connection at a time (any evaluator; the reference the fast path must equal)."""
+    endpoints = topology.endpoints
+    rows: list[tuple[int, ...]] = []
+    for protocol, port in probes:
+        row = []
+        for src in endpoints:
+            mask = 0
+            for j, dst in enumerate(endpoints):
+                if src == dst or (isinstance(src, External) and isinstance(dst, External)):
+                    continue
+                if evaluator.decide(Connection(src, dst, protocol, port)).allowed:
+                    mask |= 1 << j
+            row.append(mask)
+        rows.append(tuple(row))
+    return Matrix(endpoints, tuple(probes), tuple(rows))
+
+
+def matrix(evaluator: Evaluator, topology: Topology, probes: Iterable[Probe]) -> Matrix:
+    """Whether evaluator allows each probe between every pair of topology's endpoints (normally the
+    topology the evaluator was built with)."""
+    probes = tuple(dict.fromkeys(probes))
+    compile_ = _compiler(evaluator)
+    if compile_ is None:
+        return by_decide(evaluator, topology, probes)
+    index = Index(topology)
+    compiled = compile_(evaluator, index)
+    if compiled is None:
+        return by_decide(evaluator, topology, probes)
+    return evaluate(compiled, index, probes)
+
+
+# ------------------------------------------------------------------------------------------ compilers
+
+Compiler = Callable[[Any, Index], Compiled | None]
+COMPILERS: dict[type, Compiler] = {}
+
+
+def _compiler(evaluator: object) -> Compiler | None:
+    """Only for exactly the class a compiler was written for: a subclass may decide differently."""
+    return COMPILERS.get(type(evaluator))
+
+
+def _key(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+# ---- networking.k8s.io/v1 NetworkPolicy
+
+
+def _label_selector(selector: Mapping[str, Any] | None, index: Index, universe: int) -> int:
+    """metav1.LabelSelector over the pods of universe (as vanilla.selector_matches)."""
+    if not selector:
+        return universe
+    out = universe
+    for k, v in (selector.get("matchLabels") or {}).items():
+        out &= index.value_mask(k, v)
+    for e in selector.get("matchExpressions") or ():
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op in ("In", "NotIn"):
+            listed = 0
+            for v in values:
+                listed |= index.value_mask(key, v) if isinstance(v, str) or v is None else 0
+            if op == "In":
+                out &= listed
+            else:
+                out &= ~(listed & index.label_key.get(key, 0))
+        elif op == "Exists":
+            out &= index.label_key.get(key, 0)
+        elif op == "DoesNotExist":
+            out &= ~index.label_key.get(key, 0)
+    return out & universe
+
+
+def compile_vanilla(evaluator: vanilla_semantics.VanillaSemantics, index: Index) -> Compiled:
+    topology = index.topology
+
+    def peer_mask(peer: Mapping[str, Any], policy_ns: str) -> int:
+        if "ipBlock" in peer:
+            block = peer["ipBlock"]
+            return index.external_in(
+                [ipaddress.ip_network(block["cidr"], strict=False)],
+                [ipaddress.ip_network(x, strict=False) for x in block.get("except") or ()],
+            )
+        if "namespaceSelector" in peer:
+            ns_sel = peer["namespaceSelector"]
+            namespaces = index.cached(("vanilla-ns", _key(ns_sel)), lambda: index.in_namespaces(
+                lambda ns: vanilla_semantics.selector_matches(ns_sel, topology.namespace_labels(ns))
+            ))
+        else:
+            namespaces = index.ns_pods.get(policy_ns, 0)
+        pods = index.cached(("vanilla-pods", _key(peer.get("podSelector"))),
+                            lambda: _label_selector(peer.get("podSelector"), index, index.pods))
+        return namespaces & pods
+
+    def ports_of(rule: Mapping[str, Any]) -> Ports:
+        ports = rule.get("ports")
+        if not ports:
+            return None
+        items = []
+        for port in ports:
+            protocol = Protocol(port.get("protocol", "TCP"))
+            value = port.get("port")
+            if value is None:
+                items.append(PortItem(protocol))
+            elif isinstance(value, str):
+                items.append(PortItem(protocol, name=value))
+            else:
+                items.append(PortItem(protocol, value, port.get("endPort", value)))
+        return tuple(items)
+
+    compiled = Compiled([], [])
+    for direction, key, peers_key, tiers in (("Ingress", "ingress", "from", compiled.ingress),
+                                             ("Egress", "egress", "to", compiled.egress)):
+        tier = Tier(0, [], DENY)
+        for namespace, policies in evaluator.by_namespace.items():
+            for policy in policies:
+                if direction not in vanilla_semantics._policy_types(policy):
+                    continue
+                spec = policy["spec"]
+                selected = _label_selector(spec.get("podSelector"), index, index.ns_pods.get(namespace, 0))
+                tier.applies |= selected
+                for rule in spec.get(key) or ():
+                    peers = rule.get(peers_key)
+                    mask = index.all if not peers else 0
+                    for peer in peers or ():
+                        mask |= peer_mask(peer, namespace)
+                    tier.rules.append(Rule(selected, mask, ports_of(rule), ALLOW))
+        tiers.append(tier)
+    return compiled
+
+
+COMPILERS[vanilla_semantics.VanillaSemantics] = compile_vanilla
+
+
+# ---- the program (IR)
+
+
+def _ir_selector(selector: ir.Selector, index: Index) -> int:
+    out = index.pods
+    for r in selector.requirements:
+        if r.operator is ir.Operator.EXISTS:
+            out &= index.label_key.get(r.key, 0)
+        elif r.operator is ir.Operator.DOES_NOT_EXIST:
+            out &= ~index.label_key.get(r.key, 0)
+        else:
+            listed = 0
+            for v in r.values:
+                listed |= index.label_value.get((r.key, v), 0)
+            out &= listed if r.operator is ir.Operator.IN else ~listed
+    return out & index.pods
+
+
+def _ir_ports(ports: tuple[ir.PortMatch, ...]) -> Ports:
+    if not ports:
+        return None
+    return tuple(
+        PortItem(p.protocol, name=p.name) if p.name is not None
+        else PortItem(p.protocol) if p.port is None
+        else PortItem(p.protocol, p.port, p.end_port or p.port)
+        for p in ports
+    )
+
+
+def compile_program(evaluator: program_semantics.ProgramSemantics, index: Index) -> Compiled | None:
+    topology = index.topology
+    program = evaluator.program
+    if any(getattr(r, "http", ()) for r in program.rules):
+        return None  # L7 rules: leave them to decide()
+
+    def ns_labels(ns: str) -> dict[str, str]:
+        return topology.namespace_labels(ns)
+
+    def subjects(w: ir.Workload) -> int:
+        return index.cached(("subject", w), lambda: index.in_namespaces(
+            lambda ns: w.applies_in(ns, ns_labels(ns))) & _ir_selector(w.selector, index))
+
+    def peer_mask(peer: ir.Peer) -> int:
+        if isinstance(peer, ir.PodPeer):
+            return index.cached(("peer", peer), lambda: index.in_namespaces(
+                lambda ns: ir.namespace_matches(peer.namespaces, ns, ns_labels(ns))
+            ) & _ir_selector(peer.pods, index))
+        return index.cached(("peer", peer), lambda: index.where(
+            index.all, lambda e: program_semantics.peer_matches(peer, e, topology)))
+
+    def isolated(iso: ir.Isolation) -> int:
+        return index.in_namespaces(lambda ns: iso.applies_in(ns, ns_labels(ns)))
+
+    compiled = Compiled([], [])
+    for direction, tiers in ((Direction.INGRESS, compiled.ingress), (Direction.EGRESS, compiled.egress)):
+        for _order, name, otherwise in evaluator.tiers:
+            tier = Tier(0, [], PASS if otherwise is ir.Action.PASS else DENY)
+            for r in evaluator.rules.get((name, direction), ()):
+                peers = 0
+                for p in r.peers:
+                    peers |= peer_mask(p)
+                action = {ir.Action.ALLOW: ALLOW, ir.Action.PASS: PASS}.get(r.action, DENY)
+                rule = Rule(subjects(r.subject), peers, _ir_ports(r.ports), action)
+                tier.rules.append(rule)
+                tier.applies |= rule.subjects
+            if name is None:
+                for iso in program.isolations:
+                    if iso.direction is direction:
+                        tier.applies |= isolated(iso)
+            tiers.append(tier)
+    return compiled
+
+
+COMPILERS[program_semantics.ProgramSemantics] = compile_program
+
+
+# ---- projectcalico.org/v3
+
+
+_RANGE = re.compile(r"\d+:\d+")
+_PROTOCOLS = {p.value for p in Protocol}
+
+
+def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) -> Compiled:
+    def entity_mask(entity: Mapping[str, Any], policy: Mapping[str, Any]) -> int:
+        if not entity:
+            return index.all
+        key = ("calico-entity", _key(entity), policy["kind"], policy["metadata"].get("namespace"))
+        return index.cached(key, lambda: index.where(
+            index.all, lambda e: evaluator.entity_matches(entity, policy, e)))
+
+    def applies(policy: Mapping[str, Any], direction: str) -> int:
+        def test(e: Endpoint) -> bool:
+            return isinstance(e, Pod) and evaluator.applies(policy, e, direction)
+
+        if policy["kind"] == "NetworkPolicy":
+            return index.where(index.ns_pods.get(policy["metadata"]["namespace"], 0), test)
+        return index.where(index.pods, test)
+
+    compiled = Compiled([], [])
+    for direction, tiers in (("Ingress", compiled.ingress), ("Egress", compiled.egress)):
+        key = direction.lower()
+        for name in evaluator.tiers:
+            default = evaluator.tier_order[name][1]
+            tier = Tier(0, [], ALLOW if default == "Allow" else PASS if default == "Pass" else DENY)
+            for _, policy in evaluator.policies.get(name, ()):
+                selected = applies(policy, direction)
+                tier.applies |= selected
+                if not selected:
+                    continue
+                for rule in policy["spec"].get(key) or ():
+                    protocol = rule.get("protocol")
+                    source = entity_mask(rule.get("source") or {}, policy)
+                    destination = entity_mask(rule.get("destination") or {}, policy)
+                    own, other = (source, destination) if direction == "Egress" else (destination, source)
+                    ports: Ports = None
+                    if protocol is not None:
+                        if protocol not in _PROTOCOLS:
+                            continue  # a protocol no probe has: never matches
+                        proto = Protocol(protocol)
+                        ports = (PortItem(proto),)
+                        dports = (rule.get("destination") or {}).get("ports")
+                        if dports is not None:
+                            items = []
+                            for p in dports:
+                                if isinstance(p, int):
+                                    items.append(PortItem(proto, p, p))
+                                elif _RANGE.fullmatch(p):
+                                    lo, hi = map(int, p.split(":"))
+                                    items.append(PortItem(proto, lo, hi))
+                                else:
+                                    items.append(PortItem(proto, name=p))
+                            ports = tuple(items)
+                    elif "ports" in (rule.get("destination") or {}):
+                        continue  # ports without a protocol never match (Calico requires one)
+                    action = {"Allow": ALLOW, "Pass": PASS}.get(rule.get("action", ""), DENY)
+                    tier.rules.append(Rule(selected & own, other, ports, action))
+            tiers.append(tier)
+    return compiled
+
+
+COMPILERS[calico_semantics.CalicoSemantics] = compile_calico
