@@ -44,6 +44,7 @@ CODES: Mapping[str, str] = {
     "egress-without-dns": "Egress is restricted but DNS is not allowed, so name resolution fails.",
     "selects-nothing": "A selector matches nothing the program declares.",
     "namespace-name-label": "Namespaces selected by a `name` label, which Kubernetes never sets.",
+    "deny-isolates": "A deny statement outside tiers isolates its pods: what nothing allows is denied.",
     "redundant": "A statement repeats one that already says the same.",
     "empty-group": "A group or service list is empty.",
     "expectation": "An `expect` statement does not hold for the program or an emitted target.",

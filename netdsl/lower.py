@@ -1078,6 +1078,32 @@ class Lowering:
     def lint(self, program: ir.Program) -> None:
         self.lint_dns(program)
         self.lint_selects_nothing(program)
+        self.lint_deny_isolates(program)
+
+    def lint_deny_isolates(self, program: ir.Program) -> None:
+        """Outside tiers, a policy with a deny rule isolates the pods it applies to (on every target):
+        say so when the program allows those pods nothing else in that direction."""
+        allowed = {(r.subject.namespace, r.subject.cluster, r.direction) for r in program.rules
+                   if r.action is ir.Action.ALLOW and r.tier is None}
+        isolated = {(i.namespace, i.cluster, i.direction) for i in program.isolations}
+        reported: set[tuple[object, ...]] = set()
+        for r in program.rules:
+            key = (r.subject.namespace, r.subject.cluster, r.direction)
+            if r.action is not ir.Action.DENY or r.tier is not None or key in allowed or key in isolated:
+                continue
+            if key + (r.subject.name,) in reported:
+                continue
+            reported.add(key + (r.subject.name,))
+            who = "every pod" if r.subject.name == ALL_PODS else f"`{r.subject.name}`"
+            self.warn(
+                "deny-isolates",
+                f"this deny also isolates the {r.direction.value.lower()} of {who}: what no statement allows "
+                "is denied too",
+                r.span,
+                f"to deny only this, also write `{_peer_label(r.subject)} "
+                f"{'accepts anywhere' if r.direction is Direction.INGRESS else 'connects to anywhere'}`, "
+                "or put the deny in a tier (`otherwise pass`)",
+            )
 
     def lint_dns(self, program: ir.Program) -> None:
         dns_labels = DNS_SELECTOR.example_labels() or {}

@@ -34,6 +34,7 @@ from typing import Protocol as TypingProtocol
 from netdsl import ir
 from netdsl.ir import Direction, Protocol
 from netdsl.semantics import calico as calico_semantics
+from netdsl.semantics import cilium as cilium_semantics
 from netdsl.semantics import program as program_semantics
 from netdsl.semantics import vanilla as vanilla_semantics
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict
@@ -318,7 +319,7 @@ def _numeric_match(item: PortItem, probe: Probe) -> bool:
 
 
 def _named_mask(item: PortItem, probe: Probe, index: Index) -> int:
-    if item.name is None or item.protocol is not probe[0]:
+    if item.name is None or (item.protocol is not None and item.protocol is not probe[0]):
         return 0
     return index.named.get((item.name, probe[0], probe[1]), 0)
 
@@ -627,8 +628,6 @@ def _ir_ports(ports: tuple[ir.PortMatch, ...]) -> Ports:
 def compile_program(evaluator: program_semantics.ProgramSemantics, index: Index) -> Compiled | None:
     topology = index.topology
     program = evaluator.program
-    if any(getattr(r, "http", ()) for r in program.rules):
-        return None  # L7 rules: leave them to decide()
 
     def ns_labels(ns: str) -> dict[str, str]:
         return topology.namespace_labels(ns)
@@ -737,3 +736,66 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
 
 
 COMPILERS[calico_semantics.CalicoSemantics] = compile_calico
+
+
+# ---- cilium.io/v2
+
+
+def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) -> Compiled:
+    """Deny rules win, then any allow; what neither decides is denied for a pod in default-deny and
+    allowed otherwise: one tier for the default-deny pods (otherwise deny), one for the rest."""
+
+    def peer_mask(rule: Mapping[str, Any], policy: Mapping[str, Any], to: bool) -> int:
+        key = ("cilium-peer", _key(rule), policy["kind"], policy["metadata"].get("namespace"), to)
+        return index.cached(key, lambda: index.where(
+            index.all, lambda e: evaluator.peer_matches(rule, policy, e, to)))
+
+    def ports_of(rule: Mapping[str, Any]) -> Ports:
+        if "toPorts" not in rule:
+            return None
+        items = []
+        for entry in rule["toPorts"]:
+            for p in entry.get("ports") or ():
+                text = p.get("protocol", "ANY")
+                if text != "ANY" and text not in _PROTOCOLS:
+                    continue  # no probe has it
+                protocol = None if text == "ANY" else Protocol(text)
+                port = str(p.get("port", "0"))
+                if port == "0":
+                    items.append(PortItem(protocol))
+                elif port.isdigit() and port.isascii():
+                    items.append(PortItem(protocol, int(port), int(p.get("endPort", port))))
+                else:
+                    items.append(PortItem(protocol, name=port))
+        return tuple(items)
+
+    def selected_by(policy: Mapping[str, Any]) -> int:
+        return index.where(index.pods, lambda e: isinstance(e, Pod) and evaluator.selects(policy, e))
+
+    selecting = [(policy, selected_by(policy)) for policy in evaluator.policies]
+    compiled = Compiled([], [])
+    for direction, tiers in (("ingress", compiled.ingress), ("egress", compiled.egress)):
+        to = direction == "egress"
+        selected = default_deny = 0
+        denies: list[Rule] = []
+        allows: list[Rule] = []
+        for policy, mask in selecting:
+            if not mask:
+                continue
+            spec = policy["spec"]
+            selected |= mask
+            has_rules = bool(spec.get(direction)) or bool(spec.get(direction + "Deny"))
+            explicit = (spec.get("enableDefaultDeny") or {}).get(direction)
+            if explicit is True or (has_rules and explicit is not False):
+                default_deny |= mask
+            for rule in spec.get(direction + "Deny") or ():
+                denies.append(Rule(mask, peer_mask(rule, policy, to), ports_of(rule), DENY))
+            for rule in spec.get(direction) or ():
+                allows.append(Rule(mask, peer_mask(rule, policy, to), ports_of(rule), ALLOW))
+        rules = denies + allows
+        tiers.append(Tier(selected & default_deny, rules, DENY))
+        tiers.append(Tier(selected & ~default_deny, rules, ALLOW))
+    return compiled
+
+
+COMPILERS[cilium_semantics.CiliumSemantics] = compile_cilium
