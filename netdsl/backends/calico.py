@@ -203,8 +203,11 @@ class _Builder:
             name = "cluster-" + name
             if subject.cluster != self.plain_cluster():
                 name = f"{name}-{_digest(str(subject.cluster))}"
-        if tier is not None and self.version < (3, 32):
-            name = f"{tier}.{name}"  # before Calico 3.32, the API server renames it to this otherwise
+        if tier is not None:
+            # Before Calico 3.32 the API server renames a tiered policy to <tier>.<name> unless it is
+            # named so (GitOps would see a rename); from 3.32 names are kept, and the tier keeps the
+            # same statement in two tiers from colliding.
+            name = f"{tier}.{name}" if self.version < (3, 32) else f"{tier}-{name}"
         spec: dict[str, Any] = {}
         if tier is not None:
             spec["tier"] = tier

@@ -87,7 +87,10 @@ class VanillaSemantics:
         self.topology = topology
         self.by_namespace: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         for obj in objects:
-            if obj.get("kind") != "NetworkPolicy" or obj.get("apiVersion") != "networking.k8s.io/v1":
+            staged = (obj.get("apiVersion"), obj.get("kind")) == (
+                "projectcalico.org/v3", "StagedKubernetesNetworkPolicy"
+            )  # evaluated as if enforced: a preview
+            if not staged and (obj.get("kind"), obj.get("apiVersion")) != ("NetworkPolicy", "networking.k8s.io/v1"):
                 raise ValueError(f"not a networking.k8s.io/v1 NetworkPolicy: {obj.get('kind')}")
             self.by_namespace[obj["metadata"]["namespace"]].append(obj)
 
