@@ -127,6 +127,7 @@ class _Namespace:
     groups: dict[str, tuple[tuple[parse.Word, ...], Span]] = field(default_factory=dict)
     # statements by block, with the tier the block is in (None: the default tier)
     blocks: list[tuple[tuple[parse.NamespaceStmt, ...], str | None]] = field(default_factory=list)
+    by_selector: dict[Selector, Workload] | None = None  # services by selector, once declared
 
     @property
     def namespace(self) -> str:
@@ -164,6 +165,7 @@ class _WorkloadIndex:
         self.by_label: dict[tuple[str, str], set[Workload]] = {}
         self.without_key: dict[str, set[Workload]] = {}
         self.keys: set[str] = set()
+        self.memo: dict[tuple[tuple[str, str], ...], list[Workload]] = {}
         for w in workloads:
             for k, v in w.selector.equalities().items():
                 self.by_label.setdefault((k, v), set()).add(w)
@@ -171,8 +173,14 @@ class _WorkloadIndex:
 
     def compatible(self, selector: Selector) -> list[Workload]:
         """A superset of the workloads whose selector can match a pod together with `selector`."""
+        key = tuple(sorted(selector.equalities().items()))
+        if key not in self.memo:
+            self.memo[key] = self._compatible(dict(key))
+        return self.memo[key]
+
+    def _compatible(self, equalities: dict[str, str]) -> list[Workload]:
         candidates: set[Workload] | None = None
-        for k, v in selector.equalities().items():
+        for k, v in equalities.items():
             if k not in self.keys:
                 continue
             if k not in self.without_key:
@@ -929,8 +937,14 @@ class Lowering:
         under `otherwise deny`).
         """
         by_tier: dict[tuple[str | None, Direction], list[ir.Rule]] = {}
+        # the same, for namespaced subjects by namespace (cluster-wide subjects are checked everywhere)
+        by_namespace: dict[tuple[str | None, Direction, str], list[ir.Rule]] = {}
         for r in explicit:
             by_tier.setdefault((r.tier, r.direction), []).append(r)
+            if r.subject.cluster is None:
+                by_namespace.setdefault((r.tier, r.direction, r.subject.namespace), []).append(r)
+        clusterwide = [r for r in explicit if r.subject.cluster is not None]
+        isolations_of: dict[tuple[str, Direction], bool] = {}
         ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
         cache: dict[tuple[str, Direction, str | None], tuple[_WorkloadIndex, _WorkloadIndex]] = {}
 
@@ -939,12 +953,16 @@ class Lowering:
             if key not in cache:
                 labels = ns_labels.get(ns.name, {})
                 workloads: list[Workload] = []
-                if tier is None and any(
-                    i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations
-                ):
+                if (ns.name, d) not in isolations_of:
+                    isolations_of[(ns.name, d)] = any(
+                        i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations
+                    )
+                if tier is None and isolations_of[(ns.name, d)]:
                     workloads.append(self.all_pods(ns))
+                workloads += [r.subject for r in by_namespace.get((tier, d, ns.name), ())]
                 workloads += [
-                    r.subject for r in by_tier.get((tier, d), ()) if r.subject.applies_in(ns.name, labels)
+                    r.subject for r in clusterwide
+                    if r.tier == tier and r.direction is d and r.subject.applies_in(ns.name, labels)
                 ]
                 index = _WorkloadIndex(list(dict.fromkeys(workloads)))
                 restricted = _WorkloadIndex([
@@ -959,6 +977,7 @@ class Lowering:
         ]
         seen = {_rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
+        matching: dict[ir.NamespaceMatch, list[_Namespace]] = {}
         derived: list[ir.Rule] = []
         for rule in explicit:
             if rule.action is not ir.Action.ALLOW:
@@ -981,10 +1000,12 @@ class Lowering:
                         found = _Namespace(name, rule.span)  # not declared, but a cluster statement covers it
                     targets = [found] if found is not None else []
                 else:
-                    targets = [
-                        n for n in self.namespaces.values()
-                        if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
-                    ]
+                    if peer.namespaces not in matching:
+                        matching[peer.namespaces] = [
+                            n for n in self.namespaces.values()
+                            if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
+                        ]
+                    targets = matching[peer.namespaces]
                 found_subjects: list[tuple[Workload, str | None]] = []
                 for ns in targets:
                     for tier in tiers:
@@ -1040,7 +1061,7 @@ class Lowering:
         out: list[Workload] = []
         if any(set(r.selector.requirements) <= pods for r in candidates):
             return [self.peer_workload(ns, peer)]  # every pod of the peer is restricted
-        if any(s.selector == peer for s in ns.services.values()):
+        if self.peer_workload(ns, peer).declared and peer != ir.EVERYTHING:
             # A service: the restricted services inside it (services are workloads, see above) - only
             # their restricted part, so that no pod becomes restricted by the other half itself.
             for s in restricted.compatible(peer):
@@ -1061,9 +1082,12 @@ class Lowering:
     def peer_workload(self, ns: _Namespace, selector: Selector) -> Workload:
         """The workload a derived rule attaches to: the declared service with exactly this selector if
         there is one, else a compiler-made workload named after its labels."""
-        for s in ns.services.values():
-            if s.selector == selector:
-                return s
+        if ns.by_selector is None:
+            ns.by_selector = {}
+            for s in ns.services.values():
+                ns.by_selector.setdefault(s.selector, s)
+        if selector in ns.by_selector:
+            return ns.by_selector[selector]
         if selector.is_everything:
             return self.all_pods(ns)
         name = sanitize_name("pods-" + "-".join(
@@ -1091,9 +1115,9 @@ class Lowering:
             key = (r.subject.namespace, r.subject.cluster, r.direction)
             if r.action is not ir.Action.DENY or r.tier is not None or key in allowed or key in isolated:
                 continue
-            if key + (r.subject.name,) in reported:
+            if (*key, r.subject.name) in reported:
                 continue
-            reported.add(key + (r.subject.name,))
+            reported.add((*key, r.subject.name))
             who = "every pod" if r.subject.name == ALL_PODS else f"`{r.subject.name}`"
             self.warn(
                 "deny-isolates",
@@ -1107,6 +1131,10 @@ class Lowering:
 
     def lint_dns(self, program: ir.Program) -> None:
         dns_labels = DNS_SELECTOR.example_labels() or {}
+        egress_by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Rule]] = {}
+        for r in program.rules:
+            if r.direction is Direction.EGRESS:
+                egress_by_scope.setdefault((r.subject.namespace, r.subject.cluster), []).append(r)
         for ns in self.scopes():
             isolated = next(
                 (i for i in program.isolations if i.namespace == ns.namespace and i.cluster == ns.cluster
@@ -1117,11 +1145,7 @@ class Lowering:
             if isolated is not None:
                 for s in list(ns.services.values()) or [self.all_pods(ns)]:
                     restricted[s] = isolated.span
-            in_scope = [
-                r for r in program.rules
-                if r.direction is Direction.EGRESS and r.subject.namespace == ns.namespace
-                and r.subject.cluster == ns.cluster
-            ]
+            in_scope = egress_by_scope.get((ns.namespace, ns.cluster), [])
             for r in in_scope:
                 if not r.derived:
                     restricted.setdefault(r.subject, r.span)

@@ -5,8 +5,10 @@ probed (protocol, port), whether an evaluator allows the connection.
 calls, each walking every policy. Here an evaluator's policy is compiled once into bitsets over the
 topology's endpoints (bit i = endpoint i):
 
-* per rule: the pods it applies to (its subjects) and the endpoints its peers match, from label
-  indexes (label -> pods) rather than by testing every selector against every pod;
+* per rule: the pods it applies to (its subjects) and the endpoints its peers match - for the program
+  and NetworkPolicy from label indexes (label -> pods) rather than by testing every selector against
+  every pod; for Calico and Cilium by the evaluator's own matching, once per endpoint and distinct
+  selector;
 * per pod and direction: its plan, the tiers that apply to it with the rules that apply to it, in
   evaluation order; pods with the same plan are evaluated once;
 * ports: probes that every port item of the policy treats alike (the same numeric ranges contain them,
