@@ -16,7 +16,7 @@ from netdsl import __version__
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
-from netdsl.compiler import STDIN, Result, check, compile_paths, stream
+from netdsl.compiler import STDIN, Result, check_with_lints, compile_paths, stream
 from netdsl.diagnostics import error, render_json, render_text, sort_key
 from netdsl.diff import difference, load
 from netdsl.diff import render_json as render_diff_json
@@ -148,7 +148,7 @@ def compile_command(
 @format_option
 def check_command(paths: tuple[str, ...], fmt: str) -> None:
     """Report errors and warnings in PATHS without emitting anything."""
-    result = check(paths, stdin=_stdin_if_needed(paths))
+    result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
     _report(result, fmt)
     if not result.ok:
         sys.exit(EXIT_INPUT)
@@ -197,7 +197,7 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
 
     Each target's output is judged on its own; a target whose verdict differs from the program's is a
     compiler bug, reported loudly with exit status 3."""
-    result = check(paths, stdin=_stdin_if_needed(paths))
+    result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
     if result.program is None:
         _report(result, "text")
         sys.exit(EXIT_INPUT)

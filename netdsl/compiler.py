@@ -14,6 +14,7 @@ from netdsl.diagnostics import Diagnostic, error
 from netdsl.lower import lower
 from netdsl.parse import parse
 from netdsl.semantics.expect import check_expectations
+from netdsl.semantics.lints import semantic_lints
 from netdsl.source import SourceFile, Span
 from netdsl.widen import widen
 
@@ -141,6 +142,14 @@ def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = ()) -
         result.program = program
         if program.expectations:
             result.diagnostics.extend(check_expectations(program, emitted_by_every_target(program)))
+    return result
+
+
+def check_with_lints(paths: Sequence[str], stdin: bytes | None = None) -> Result:
+    """`netdsl check`: everything `check` does, and the lints that evaluate the program."""
+    result = check(paths, stdin)
+    if result.program is not None:
+        result.diagnostics.extend(semantic_lints(result.program))
     return result
 
 

@@ -116,9 +116,13 @@ def port_matches(p: ir.PortMatch, conn: Connection) -> bool:
     return p.port <= conn.port <= (p.end_port or p.port)
 
 
+OTHER_NAMESPACE = "other-namespace"
+
+
 def topology_from_program(program: ir.Program) -> Topology:
     """One pod per declared service with labels that satisfy its selector, one unlabelled pod per
-    namespace, the DNS pods if referenced, and an external address inside and outside every CIDR."""
+    namespace (and in one namespace the program does not mention), the pods peers name, and external
+    addresses inside and outside every CIDR (and named ones for DNS names)."""
     namespaces: dict[str, dict[str, str]] = {ns.name: dict(ns.labels) for ns in program.namespaces}
     pods: list[Pod] = []
     for s in program.services:
@@ -146,6 +150,8 @@ def topology_from_program(program: ir.Program) -> Topology:
                     externals.add(net[-1])
             if isinstance(peer, ir.FqdnPeer):
                 named[peer.name.replace("*", "x")] = None
+    # a namespace the program does not mention (what cluster-wide statements and selectors reach)
+    namespaces.setdefault(OTHER_NAMESPACE, {})
     for name in namespaces:
         if not any(p.namespace == name and not p.labels for p in pods):
             pods.append(Pod(name, "unlabelled"))

@@ -1,0 +1,67 @@
+"""Lints that need the semantic engine: statements that change nothing (redundant, or shadowed by a
+deny), and services nothing mentions. They evaluate the program over the topology it implies, so they
+run for programs of a reviewable size (`check` on up to MAX_RULES rules)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from netdsl import ir
+from netdsl.diagnostics import Diagnostic, warning
+from netdsl.semantics.expect import probe_ports
+from netdsl.semantics.model import Connection, External, topology_from_program
+from netdsl.semantics.program import ProgramSemantics
+
+MAX_RULES = 200
+
+
+def semantic_lints(program: ir.Program) -> list[Diagnostic]:
+    out = unused_services(program)
+    if len(program.rules) <= MAX_RULES:
+        out += ineffective_statements(program)
+    return out
+
+
+def unused_services(program: ir.Program) -> list[Diagnostic]:
+    used: set[tuple[str, ir.Selector]] = set()
+    for r in program.rules:
+        used.add((r.subject.namespace, r.subject.selector))
+        for p in r.peers:
+            if isinstance(p, ir.PodPeer) and isinstance(p.namespaces, ir.NamespaceByName):
+                used.add((p.namespaces.name, p.pods))
+    return [
+        warning("unused", f"service `{s.name}` is declared but no statement uses it", s.span,
+                "remove it, or add the flows it takes part in")
+        for s in program.services
+        if s.cluster is None and (s.namespace, s.selector) not in used and s.span is not None
+    ]
+
+
+def ineffective_statements(program: ir.Program) -> list[Diagnostic]:
+    """Explicit allow statements whose removal changes no verdict over the implied topology."""
+    topology = topology_from_program(program)
+    probes = probe_ports(program)
+    conns = [
+        Connection(src, dst, proto, port)
+        for src in topology.endpoints for dst in topology.endpoints
+        if src != dst and not (isinstance(src, External) and isinstance(dst, External))
+        for proto, port in probes
+    ]
+    if len(conns) > 20000:
+        return []
+    full = ProgramSemantics(program, topology)
+    baseline = [full.decide(c).allowed for c in conns]
+    out: list[Diagnostic] = []
+    spans = list(dict.fromkeys(r.span for r in program.rules if not r.derived and r.action is ir.Action.ALLOW))
+    for span in spans:
+        # a statement is its explicit rules and the other halves derived from it
+        without = replace(program, rules=tuple(r for r in program.rules if r.span != span))
+        reduced = ProgramSemantics(without, topology)
+        if all(reduced.decide(c).allowed == allowed for c, allowed in zip(conns, baseline, strict=True)):
+            text = next(r.text for r in program.rules if r.span == span)
+            out.append(warning(
+                "redundant", f"`{text}` changes nothing: other statements already allow what it allows, "
+                "or a deny takes it all away", span,
+                "remove it, or check the statements it overlaps",
+            ))
+    return out
