@@ -204,7 +204,6 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     program = result.program
     derived = topology_from_program(program)
     topology = derived if topology_dir is None else with_externals(_read_topology(topology_dir), derived)
-    evs = evaluators(result, list(dict.fromkeys(targets)) or default_targets(), topology)
     try:
         src = dst = None
         port: str | None = None
@@ -226,6 +225,10 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
             raise EndpointError(f"--to {dst_text}: a port needs --from too")
     except EndpointError as exc:
         _fail(str(exc))
+    outside = tuple(e for e in (src, dst) if isinstance(e, External) and e not in topology.externals)
+    if outside:  # an address the topology does not probe: add it
+        topology = Topology(topology.namespaces, topology.pods, (*topology.externals, *outside))
+    evs = evaluators(result, list(dict.fromkeys(targets)) or default_targets(), topology)
     if src is not None and dst is not None:
         report = explain_connection(evs, src, dst, probes, port_given=bool(port))
         render = render_connection_json if out_format == "json" else render_connection_text

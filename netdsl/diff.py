@@ -131,11 +131,10 @@ class Difference:
 
 def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
                topology: Topology | None = None) -> Difference:
-    notes: list[str] = []
     derived, notes = merge_topologies(topology_from_program(old), topology_from_program(new))
     if topology is None:
         topology = derived
-    else:
+    else:  # the cluster's pods, and the addresses the programs' CIDRs are probed with
         topology, notes = with_externals(topology, derived), []
     probes = probes_for([old, new], topology)
     before, after = ProgramSemantics(old, topology), ProgramSemantics(new, topology)
@@ -215,7 +214,7 @@ def render_markdown(d: Difference) -> str:
             if rows == MARKDOWN_ROWS:
                 break
             rows += 1
-            if c in d.added:
+            if changes is d.added:
                 why = "<br>".join(_md(r) for r in c.now) or "no policy applies"
             else:
                 why = "<br>".join(["was: " + _md(r) for r in c.was] + ["now: " + _md(r) for r in c.now])

@@ -400,3 +400,12 @@ class Program:
 
     def tier(self, name: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.name == name), None)
+
+    @property
+    def plain_cluster(self) -> NamespaceMatch:
+        """The namespaces of a plain `cluster` block: all but the system ones."""
+        if not self.system_namespaces:
+            return AllNamespaces()
+        return NamespaceBySelector(Selector.of(
+            [Requirement(NAMESPACE_NAME_LABEL, Operator.NOT_IN, self.system_namespaces)]
+        ))

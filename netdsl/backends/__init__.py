@@ -12,6 +12,7 @@ exactly the intended object, netdsl refuses to write it (an internal error, neve
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -123,6 +124,38 @@ class Backend(abc.ABC):
                 "no target netdsl has can express it yet",
             ))
         return sorted(out, key=lambda d: d.span.sort_key if d.span else ("", 0, 0))
+
+
+def label_selector(selector: ir.Selector, extra: Iterable[ir.Requirement] = ()) -> dict[str, Any]:
+    """metav1.LabelSelector (Kubernetes, Cilium): key=value requirements as matchLabels, the rest as
+    matchExpressions."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for r in [*selector.requirements, *extra]:
+        if r.operator is ir.Operator.IN and len(r.values) == 1 and r.key not in match_labels:
+            match_labels[r.key] = r.values[0]
+        else:
+            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
+            if r.values:
+                expr["values"] = list(r.values)
+            expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+def rule_comment(r: ir.Rule) -> str:
+    """The comment above an emitted rule: which statement it comes from."""
+    where = f"{r.span.path}:{r.span.line}"
+    return f"{where}: other half of `{r.text}`" if r.derived else f"{where}: {r.text}"
+
+
+def digest(text: str) -> str:
+    """A short stable hash for names that must be unique (a statement, a cluster scope)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:

@@ -15,7 +15,6 @@ nothing applies its defaultAction. So:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,7 +27,9 @@ from netdsl.backends import (
     Capability,
     Manifest,
     Options,
+    digest,
     object_annotations,
+    rule_comment,
 )
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.semantics.program import evaluation_order
@@ -158,9 +159,9 @@ class _Builder:
                 groups = self.group(rules, lambda r: (r.span, r.subject))
                 for (span, subject), members in groups.items():
                     action = members[0].action.value.lower()
-                    digest = hashlib.sha256(f"{members[0].text}|{span.path}".encode()).hexdigest()[:6]
+                    statement = digest(f"{members[0].text}|{span.path}")
                     self.policy(subject, tier, 100 * (position[span] + 1), members,
-                                f"{subject.name}-{action}-{digest}")
+                                f"{subject.name}-{action}-{statement}")
         self.out.sort(key=lambda m: m.sort_key)
         return self.out
 
@@ -178,8 +179,8 @@ class _Builder:
         for (namespace, cluster), items in by_scope.items():
             directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
             name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
-            if cluster is not None and cluster != self.plain_cluster():
-                name = f"{name}-{_digest(str(cluster))}"
+            if cluster is not None and cluster != self.program.plain_cluster:
+                name = f"{name}-{digest(str(cluster))}"
             spec: dict[str, Any] = {"order": ALLOW_ONLY_ORDER * 10}
             if cluster is not None:
                 spec["namespaceSelector"] = namespace_selector(cluster)
@@ -188,21 +189,13 @@ class _Builder:
             scope = namespace if cluster is None else None
             self.add_policy(name, scope, spec, [i.span for i in items], [], [])
 
-    def plain_cluster(self) -> ir.NamespaceMatch:
-        system = self.program.system_namespaces
-        if not system:
-            return ir.AllNamespaces()
-        return ir.NamespaceBySelector(ir.Selector.of(
-            [ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.NOT_IN, system)]
-        ))
-
     def policy(self, subject: ir.Workload, tier: str | None, order: int, rules: list[ir.Rule],
                base_name: str) -> None:
         name = base_name
         if subject.cluster is not None:
             name = "cluster-" + name
-            if subject.cluster != self.plain_cluster():
-                name = f"{name}-{_digest(str(subject.cluster))}"
+            if subject.cluster != self.program.plain_cluster:
+                name = f"{name}-{digest(str(subject.cluster))}"
         if tier is not None:
             # Before Calico 3.32 the API server renames a tiered policy to <tier>.<name> unless it is
             # named so (GitOps would see a rename); from 3.32 names are kept, and the tier keeps the
@@ -220,8 +213,8 @@ class _Builder:
         directions = ((ir.Direction.INGRESS, ingress), (ir.Direction.EGRESS, egress))
         spec["types"] = [d.value for d, rs in directions if rs]
         global_policy = subject.cluster is not None
-        ingress_rules = [(_comment(r), self.rules(r, global_policy)) for r in ingress]
-        egress_rules = [(_comment(r), self.rules(r, global_policy)) for r in egress]
+        ingress_rules = [(rule_comment(r), self.rules(r, global_policy)) for r in ingress]
+        egress_rules = [(rule_comment(r), self.rules(r, global_policy)) for r in egress]
         if ingress:
             spec["ingress"] = [x for _, rs in ingress_rules for x in rs]
         if egress:
@@ -349,15 +342,6 @@ def _by_protocol(ports: tuple[ir.PortMatch, ...]) -> list[tuple[str | None, list
     return [(proto, [] if proto in whole else values) for proto, values in out.items()]
 
 
-def _comment(r: ir.Rule) -> str:
-    where = f"{r.span.path}:{r.span.line}"
-    return f"{where}: other half of `{r.text}`" if r.derived else f"{where}: {r.text}"
-
-
 def _comments(pairs: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     """One comment per emitted Calico rule (a statement may have become several)."""
     return [comment for comment, rules in pairs for _ in rules]
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:6]

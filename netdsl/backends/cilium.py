@@ -27,7 +27,10 @@ from netdsl.backends import (
     Capability,
     Manifest,
     Options,
+    digest,
+    label_selector,
     object_annotations,
+    rule_comment,
 )
 from netdsl.lower import DNS_NAMESPACE, DNS_SELECTOR
 from netdsl.source import Span
@@ -35,26 +38,6 @@ from netdsl.source import Span
 API_VERSION = "cilium.io/v2"
 NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
 NAMESPACE_LABELS = "k8s:io.cilium.k8s.namespace.labels."
-
-
-def label_selector(sel: ir.Selector, extra: list[ir.Requirement] | None = None) -> dict[str, Any]:
-    """metav1.LabelSelector, as Cilium reads it."""
-    match_labels: dict[str, str] = {}
-    expressions: list[dict[str, Any]] = []
-    for r in [*sel.requirements, *(extra or [])]:
-        if r.operator is ir.Operator.IN and len(r.values) == 1 and r.key not in match_labels:
-            match_labels[r.key] = r.values[0]
-        else:
-            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
-            if r.values:
-                expr["values"] = list(r.values)
-            expressions.append(expr)
-    out: dict[str, Any] = {}
-    if match_labels:
-        out["matchLabels"] = match_labels
-    if expressions:
-        out["matchExpressions"] = expressions
-    return out
 
 
 def namespace_requirements(match: ir.NamespaceMatch) -> list[ir.Requirement]:
@@ -144,7 +127,7 @@ class CiliumBackend(Backend):
                             continue
                         for entry in self.rules(r, subject, has_fqdn):
                             entries.append(entry)
-                            notes.append(_comment(r))
+                            notes.append(rule_comment(r))
                     if entries:
                         spec[section] = entries
                         comments[section] = notes
@@ -165,8 +148,8 @@ class CiliumBackend(Backend):
         kind = "CiliumClusterwideNetworkPolicy" if clusterwide else "CiliumNetworkPolicy"
         if clusterwide:
             name = "cluster-" + name
-            if subject.cluster != _plain_cluster(program):
-                name = f"{name}-{_digest(str(subject.cluster))}"
+            if subject.cluster != program.plain_cluster:
+                name = f"{name}-{digest(str(subject.cluster))}"
         meta: dict[str, Any] = {"name": name}
         if not clusterwide:
             meta["namespace"] = subject.namespace
@@ -237,22 +220,3 @@ def _is_dns(r: ir.Rule) -> bool:
         isinstance(p, ir.PodPeer) and isinstance(p.namespaces, ir.NamespaceByName)
         and p.namespaces.name == DNS_NAMESPACE and p.pods == DNS_SELECTOR for p in r.peers
     ) and all(p.port == 53 and p.end_port is None for p in r.ports) and len(r.peers) == 1
-
-
-def _plain_cluster(program: ir.Program) -> ir.NamespaceMatch:
-    if not program.system_namespaces:
-        return ir.AllNamespaces()
-    return ir.NamespaceBySelector(ir.Selector.of(
-        [ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.NOT_IN, program.system_namespaces)]
-    ))
-
-
-def _comment(r: ir.Rule) -> str:
-    where = f"{r.span.path}:{r.span.line}"
-    return f"{where}: other half of `{r.text}`" if r.derived else f"{where}: {r.text}"
-
-
-def _digest(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()[:6]

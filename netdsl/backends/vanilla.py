@@ -17,7 +17,9 @@ from netdsl.backends import (
     Capability,
     Manifest,
     Options,
+    label_selector,
     object_annotations,
+    rule_comment,
 )
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
@@ -26,26 +28,6 @@ from netdsl.source import Span
 
 API_VERSION = "networking.k8s.io/v1"
 STAGED_API_VERSION = "projectcalico.org/v3"
-
-
-def label_selector(selector: ir.Selector) -> dict[str, Any]:
-    """metav1.LabelSelector: key=value requirements as matchLabels, the rest as matchExpressions."""
-    match_labels: dict[str, str] = {}
-    expressions: list[dict[str, Any]] = []
-    for r in selector.requirements:
-        if r.operator is ir.Operator.IN and len(r.values) == 1 and r.key not in match_labels:
-            match_labels[r.key] = r.values[0]
-        else:
-            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
-            if r.values:
-                expr["values"] = list(r.values)
-            expressions.append(expr)
-    out: dict[str, Any] = {}
-    if match_labels:
-        out["matchLabels"] = match_labels
-    if expressions:
-        out["matchExpressions"] = expressions
-    return out
 
 
 def namespace_selector(match: ir.NamespaceMatch) -> dict[str, Any]:
@@ -90,13 +72,6 @@ def rule(r: ir.Rule, policy_namespace: str) -> dict[str, Any]:
     if r.ports:
         out["ports"] = [port(p) for p in r.ports]
     return out
-
-
-def rule_comment(r: ir.Rule) -> str:
-    where = f"{r.span.path}:{r.span.line}"
-    if r.derived:
-        return f"{where}: other half of `{r.text}`"
-    return f"{where}: {r.text}"
 
 
 def metadata(name: str, namespace: str, spans: list[Span], rules: list[ir.Rule] | None = None) -> dict[str, Any]:

@@ -284,7 +284,3 @@ def with_externals(topology: Topology, extra: Topology) -> Topology:
 
 def sort_probes(probes: Iterable[Probe]) -> list[Probe]:
     return sorted(probes, key=probe_sort_key)
-
-
-def probes_text(probes: Iterable[Probe]) -> str:
-    return ", ".join(probe_text(p) for p in probes)

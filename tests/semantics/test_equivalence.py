@@ -41,24 +41,7 @@ def with_extras(topology: Topology, pods: list[Pod]) -> Topology:
 
 @given(programs(), extra_pods())
 def test_vanilla_manifests_mean_what_the_program_means(text: str, pods: list[Pod]) -> None:
-    result = compile_paths_text(text)
-    assert result.ok, [d.message for d in result.diagnostics if d.is_error]
-    assert result.program is not None
-    topology = with_extras(topology_from_program(result.program), pods)
-    objects = list(yaml.safe_load_all("".join("---\n" + m.text for m in result.manifests)))
-    program = ProgramSemantics(result.program, topology)
-    vanilla = VanillaSemantics(objects, topology)
-    mismatches = []
-    for src in topology.endpoints:
-        for dst in topology.endpoints:
-            if src == dst or (isinstance(src, External) and isinstance(dst, External)):
-                continue
-            for proto, port in PROBES:
-                conn = Connection(src, dst, proto, port)
-                want, got = program.decide(conn), vanilla.decide(conn)
-                if want.allowed != got.allowed:
-                    mismatches.append(f"{conn}: program {want}, vanilla {got}")
-    assert not mismatches, text + "\n" + "\n".join(mismatches[:10])
+    assert_same_meaning(text, "vanilla", VanillaSemantics, pods)
 
 
 def compile_paths_text(text: str, target: str = "vanilla"):  # type: ignore[no-untyped-def]
