@@ -54,7 +54,7 @@ def yaml_scalar(value: object) -> str:
         return str(value)
     if not isinstance(value, str):
         raise TypeError(f"yaml_scalar: unsupported type {type(value).__name__}")
-    if _PLAIN.match(value) and value.lower() not in _SPECIAL_WORDS:
+    if _PLAIN.fullmatch(value) and value.lower() not in _SPECIAL_WORDS:  # fullmatch: `$` allows a final \n
         return value
     return _double_quoted(value)
 

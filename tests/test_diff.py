@@ -1,0 +1,167 @@
+"""`netdsl diff OLD NEW`: connections added and removed; refactors change nothing; git revisions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+Run = Callable[..., Result]
+
+OLD = """\
+namespace production {
+  isolate
+  service frontend = tier=frontend
+  service backend  = tier=backend
+  service database = tier=database
+  group tiers = frontend, backend, database
+  allow dns for tiers
+  frontend accepts namespace ingress-nginx on 80
+  backend  accepts frontend on 8080
+  database accepts backend on 5432
+}
+"""
+# The same policy: services and the group renamed, statements reordered and split over two files.
+REFACTORED = {
+    "services.seg": """\
+namespace production {
+  service web = tier=frontend
+  service api = tier=backend
+  service db  = tier=database
+  group everything = web, api, db
+  db accepts api on 5432
+}
+""",
+    "flows.seg": """\
+namespace production {
+  api accepts web on 8080
+  allow dns for everything
+  web accepts namespace ingress-nginx on 80
+  isolate
+}
+""",
+}
+# A real change: the database also accepts 5433, frontend -> backend is gone, frontend may call out.
+CHANGED = OLD.replace("on 5432", "on 5432, 5433").replace("  backend  accepts frontend on 8080\n", "").replace(
+    "  allow dns", "  frontend connects to cidr 203.0.113.0/24 on 443\n  allow dns")
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    Path("old.seg").write_text(OLD)
+    Path("new").mkdir()
+    for name, text in REFACTORED.items():
+        Path("new", name).write_text(text)
+    Path("changed.seg").write_text(CHANGED)
+    return tmp_path
+
+
+def test_a_refactor_changes_nothing(netdsl: Run, work: Path) -> None:
+    r = netdsl("diff", "old.seg", "new")
+    assert r.exit_code == 0, r.stderr
+    assert "No change: both allow exactly the same connections" in r.stdout
+    assert "+ " not in r.stdout and "- " not in r.stdout
+    assert netdsl("diff", "old.seg", "new", "--exit-code").exit_code == 0
+    assert "**No change**" in netdsl("diff", "old.seg", "new", "--format", "markdown").stdout
+    data = json.loads(netdsl("diff", "old.seg", "new", "--format", "json").stdout)
+    assert data["changed"] is False and data["added"] == data["removed"] == []
+    # renamed pods are one pod in the merged topology, named as in NEW
+    assert "production/web" in data["endpoints"] and "production/frontend" not in data["endpoints"]
+
+
+def test_added_and_removed_connections(netdsl: Run, work: Path) -> None:
+    r = netdsl("diff", "old.seg", "changed.seg")
+    assert r.exit_code == 0
+    out = r.stdout
+    assert "+ production/backend -> production/database  5433/tcp\n" in out
+    assert "    now: changed.seg:10: database accepts backend on 5432, 5433\n" in out
+    assert "+ production/frontend -> 203.0.113.0  443/tcp\n" in out
+    assert "- production/frontend -> production/backend  8080/tcp\n" in out
+    assert "    was: old.seg:9: backend accepts frontend on 8080\n" in out
+    assert "    now: changed.seg:2:3: isolate egress\n" in out
+    assert "3 connections added, 1 removed" in out  # 5433; 443 to the CIDR's first and last address
+    # the other way round
+    back = netdsl("diff", "changed.seg", "old.seg").stdout
+    assert "- production/backend -> production/database  5433/tcp" in back
+    assert netdsl("diff", "old.seg", "changed.seg", "--exit-code").exit_code == 1
+
+
+def test_markdown_and_json(netdsl: Run, work: Path) -> None:
+    md = netdsl("diff", "old.seg", "changed.seg", "--format", "markdown").stdout
+    assert md.startswith("### netdsl: connectivity changes from `old.seg` to `changed.seg`")
+    assert "| | from | to | ports | why |" in md
+    assert "| **added** | `production/backend` | `production/database` | 5433/tcp | " \
+           "`changed.seg:10: database accepts backend on 5432, 5433 (other half)`" in md
+    assert "| removed | `production/frontend` | `production/backend` | 8080/tcp | was: `old.seg:9:" in md
+    data = json.loads(netdsl("diff", "old.seg", "changed.seg", "--format", "json").stdout)
+    assert data["changed"] is True
+    assert {"from": "production/backend", "to": "production/database", "ports": ["5433/tcp"]}.items() <= \
+        data["added"][0].items()
+    assert [c["ports"] for c in data["removed"]] == [["8080/tcp"]]
+
+
+def git(*args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false",
+                    *args], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_git_revisions(netdsl: Run, work: Path) -> None:
+    git("init", "-q", "-b", "main")
+    Path("policies").mkdir()
+    shutil.move("old.seg", "policies/app.seg")
+    Path("notes.txt").write_text("not a program")
+    git("add", "policies", "notes.txt")
+    git("commit", "-q", "-m", "v1")
+    shutil.copy("changed.seg", "policies/app.seg")
+    git("add", "policies")
+    git("commit", "-q", "-m", "v2")
+    r = netdsl("diff", "HEAD~1", "HEAD")
+    assert r.exit_code == 0, r.stderr
+    assert "+ production/backend -> production/database  5433/tcp" in r.stdout
+    assert "now: HEAD:policies/app.seg:10: database accepts backend on 5432, 5433" in r.stdout
+    assert "was: HEAD~1:policies/app.seg:9: backend accepts frontend on 8080" in r.stdout
+    # REV:subdir, a revision against the working tree
+    assert "5433/tcp" in netdsl("diff", "main~1:policies", "main:policies").stdout
+    assert "No change" in netdsl("diff", "HEAD", "policies").stdout
+    assert "No change" in netdsl("diff", "HEAD:policies/app.seg", "changed.seg").stdout
+    # a revision without programs, a revision that does not exist
+    r = netdsl("diff", "HEAD:nowhere", "policies")
+    assert r.exit_code == 1 and "HEAD:nowhere: no .seg files at this revision" in r.stderr
+    r = netdsl("diff", "no-such-rev", "policies")
+    assert r.exit_code == 1 and "no-such-rev: no such file or directory, and not a git revision" in r.stderr
+
+
+def test_errors(netdsl: Run, work: Path) -> None:
+    Path("broken.seg").write_text("namespace production {\n  isolate\n")
+    r = netdsl("diff", "old.seg", "broken.seg")
+    assert r.exit_code == 1 and "broken.seg:" in r.stderr and "Traceback" not in r.stderr
+    r = netdsl("diff", "-", "-", input="")
+    assert r.exit_code == 1 and "only one of OLD and NEW" in r.stderr
+    r = netdsl("diff", "-", "changed.seg", input=CHANGED)
+    assert r.exit_code == 0 and "No change" in r.stdout
+
+
+def test_over_a_cluster_topology(netdsl: Run, work: Path) -> None:
+    Path("cluster.yaml").write_text("""\
+kind: Deployment
+apiVersion: apps/v1
+metadata: {name: db-0, namespace: production}
+spec: {template: {metadata: {labels: {tier: database}}, spec: {containers: [{name: a, image: a}]}}}
+---
+kind: Pod
+apiVersion: v1
+metadata: {name: be, namespace: production, labels: {tier: backend}}
+""")
+    r = netdsl("diff", "old.seg", "changed.seg", "--topology", "cluster.yaml")
+    assert r.exit_code == 0, r.stderr
+    assert "+ production/be -> production/db-0  5433/tcp" in r.stdout
+    assert "production/backend" not in r.stdout
