@@ -24,12 +24,10 @@ from netdsl import ir
 from netdsl.backends import Options, backend_names
 from netdsl.compiler import Result, compile_checked, stream
 from netdsl.ir import Protocol
-from netdsl.semantics.calico import CalicoSemantics
-from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.matrix import Evaluator, Matrix, Probe, by_decide, matrix, probe_text
 from netdsl.semantics.model import Endpoint, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
-from netdsl.semantics.vanilla import VanillaSemantics
+from netdsl.semantics.targets import EVALUATOR_BY_TARGET, probe_sort_key, probes_for
 
 __all__ = [
     "EVALUATOR_BY_TARGET", "PROGRAM", "EndpointError", "Evaluator", "Matrix", "Probe", "Unavailable",
@@ -40,11 +38,7 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # What judges each target's emitted objects.
-EVALUATOR_BY_TARGET: dict[str, type[Any]] = {
-    "vanilla": VanillaSemantics,
-    "calico": CalicoSemantics,
-    "cilium": CiliumSemantics,
-}
+
 PROGRAM = "program"
 
 
@@ -107,41 +101,6 @@ def evaluators(
 # ------------------------------------------------------------------------------------------ probes
 
 # Always probed: DNS both ways, web ports; plus, per protocol, a port no statement mentions.
-COMMON_PROBES: tuple[Probe, ...] = ((Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443))
-_UNLISTED = (9999, 12345, 23456, 34567, 45678)
-_PROTOCOL_ORDER = {Protocol.TCP: 0, Protocol.UDP: 1, Protocol.SCTP: 2}
-
-
-def probe_sort_key(probe: Probe) -> tuple[int, int]:
-    return probe[1], _PROTOCOL_ORDER[probe[0]]
-
-
-def probes_for(programs: Iterable[ir.Program], topology: Topology) -> tuple[Probe, ...]:
-    """The (protocol, port)s worth asking about: every port the programs mention (both ends of a range,
-    named ports as the topology's pods number them), the topology's named ports, DNS and web ports, and
-    one port nothing mentions per protocol in use."""
-    found: set[Probe] = set(COMMON_PROBES)
-    named: dict[tuple[str, Protocol], set[int]] = {}
-    for pod in topology.pods:
-        for name, (number, protocol) in pod.ports.items():
-            named.setdefault((name, protocol), set()).add(number)
-            found.add((protocol, number))
-    protocols = {Protocol.TCP, Protocol.UDP}
-    for program in programs:
-        for rule in program.rules:
-            for p in rule.ports:
-                protocols.add(p.protocol)
-                if p.name is not None:
-                    found.update((p.protocol, n) for n in named.get((p.name, p.protocol), ()))
-                elif p.port is not None:
-                    found.add((p.protocol, p.port))
-                    found.add((p.protocol, p.end_port or p.port))
-    for protocol in sorted(protocols, key=_PROTOCOL_ORDER.__getitem__):
-        used = {port for proto, port in found if proto is protocol}
-        found.add((protocol, next((n for n in _UNLISTED if n not in used), 65535)))
-    return tuple(sorted(found, key=probe_sort_key))
-
-
 # ------------------------------------------------------------------------------------------ endpoints
 
 

@@ -4,42 +4,20 @@ topology_from_program). A failed expectation is an error at its line, with what 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.ir import Protocol
-from netdsl.semantics.calico import CalicoSemantics
-from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.model import Connection, Topology, Verdict, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
-from netdsl.semantics.vanilla import VanillaSemantics
+from netdsl.semantics.targets import EVALUATOR_BY_TARGET, probes_for
 
 
 class Evaluator(TypingProtocol):
     def decide(self, conn: Connection) -> Verdict: ...
-
-
-# What each target's emitted objects mean: a new target adds its evaluator here.
-TARGET_EVALUATORS: Mapping[str, Any] = {
-    "vanilla": VanillaSemantics,
-    "calico": CalicoSemantics,
-    "cilium": CiliumSemantics,
-}
-
-
-def probe_ports(program: ir.Program) -> list[tuple[Protocol, int]]:
-    """The ports a port-less expectation is checked on: those the program mentions, and a few more."""
-    ports = {(Protocol.TCP, 80), (Protocol.TCP, 443), (Protocol.UDP, 53), (Protocol.TCP, 8080)}
-    for r in program.rules:
-        for p in r.ports:
-            if p.port is not None:
-                ports.add((p.protocol, p.port))
-                if p.end_port is not None:
-                    ports.add((p.protocol, p.end_port))
-    return sorted(ports, key=lambda pp: (pp[0].value, pp[1]))
 
 
 def check_expectations(
@@ -52,8 +30,8 @@ def check_expectations(
     topology = topology_from_program(program)
     evaluators: dict[str, Evaluator] = {"the program": ProgramSemantics(program, topology)}
     for target, objects in emitted.items():
-        evaluators[f"target `{target}`"] = TARGET_EVALUATORS[target](list(objects), topology)
-    probes = probe_ports(program)
+        evaluators[f"target `{target}`"] = EVALUATOR_BY_TARGET[target](list(objects), topology)
+    probes = probes_for([program], topology)
     out: list[Diagnostic] = []
     for e in program.expectations:
         problem = _check(e, topology, evaluators, probes)
@@ -63,7 +41,7 @@ def check_expectations(
 
 
 def _check(
-    e: ir.Expectation, topology: Topology, evaluators: Mapping[str, Evaluator], probes: list[tuple[Protocol, int]]
+    e: ir.Expectation, topology: Topology, evaluators: Mapping[str, Evaluator], probes: Sequence[tuple[Protocol, int]]
 ) -> Diagnostic | None:
     src, dst = topology.find(e.source), topology.find(e.destination)
     if src is None or dst is None or src == dst:

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, warning
-from netdsl.semantics.expect import probe_ports
 from netdsl.semantics.model import Connection, External, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
+from netdsl.semantics.targets import probes_for
 
 MAX_RULES = 200
 
@@ -40,7 +40,7 @@ def unused_services(program: ir.Program) -> list[Diagnostic]:
 def ineffective_statements(program: ir.Program) -> list[Diagnostic]:
     """Explicit allow statements whose removal changes no verdict over the implied topology."""
     topology = topology_from_program(program)
-    probes = probe_ports(program)
+    probes = probes_for([program], topology)
     conns = [
         Connection(src, dst, proto, port)
         for src in topology.endpoints for dst in topology.endpoints
