@@ -47,6 +47,7 @@ CODES: Mapping[str, str] = {
     "deny-isolates": "A deny statement outside tiers isolates its pods: what nothing allows is denied.",
     "redundant": "A statement repeats one that already says the same, or changes nothing at all.",
     "unused": "A service is declared but no statement uses it.",
+    "blocked-flow": "A flow statement's connections are denied elsewhere (a deny, a tier), so it does not work.",
     "empty-group": "A group or service list is empty.",
     "expectation": "An `expect` statement does not hold for the program or an emitted target.",
     "widened": "--widen lowered a statement to a broader one the target can express.",

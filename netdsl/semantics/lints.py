@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, warning
-from netdsl.semantics.model import Connection, External, topology_from_program
-from netdsl.semantics.program import ProgramSemantics
+from netdsl.semantics.model import Connection, External, port_matches, topology_from_program
+from netdsl.semantics.program import ProgramSemantics, peer_matches
 from netdsl.semantics.targets import probes_for
 
 MAX_RULES = 200
@@ -19,6 +19,46 @@ def semantic_lints(program: ir.Program) -> list[Diagnostic]:
     out = unused_services(program)
     if len(program.rules) <= MAX_RULES:
         out += ineffective_statements(program)
+        out += blocked_flows(program)
+    return out
+
+
+def blocked_flows(program: ir.Program) -> list[Diagnostic]:
+    """Allow statements whose connections isolation elsewhere blocks (a tier that denies what it does
+    not decide for the other side): the flow does not work end to end, although netdsl derived its
+    other half where it could. Deny statements are deliberate and not reported. Checked for the pods
+    the program models."""
+    topology = topology_from_program(program)
+    probes = probes_for([program], topology)
+    semantics = ProgramSemantics(program, topology)
+    out: list[Diagnostic] = []
+    reported: set[object] = set()
+    for rule in program.rules:
+        if rule.derived or rule.action is not ir.Action.ALLOW or rule.span in reported:
+            continue
+        subjects = [
+            p for p in topology.pods
+            if rule.subject.applies_in(p.namespace, topology.namespace_labels(p.namespace))
+            and rule.subject.selector.matches(dict(p.labels))
+        ]
+        peers = [e for e in topology.endpoints if any(peer_matches(q, e, topology) for q in rule.peers)]
+        for s in subjects:
+            for p in peers:
+                if p == s or rule.span in reported:
+                    continue
+                src, dst = (p, s) if rule.direction is ir.Direction.INGRESS else (s, p)
+                for proto, port in probes:
+                    conn = Connection(src, dst, proto, port)
+                    if rule.ports and not any(port_matches(m, conn) for m in rule.ports):
+                        continue
+                    verdict = semantics.decide(conn)
+                    if not verdict.allowed and not verdict.by_deny:  # a deny statement is deliberate
+                        reported.add(rule.span)
+                        out.append(warning(
+                            "blocked-flow", f"this flow does not work end to end: {conn} is denied", rule.span,
+                            "decided by: " + ("; ".join(verdict.reasons) or "no statement"),
+                        ))
+                        break
     return out
 
 

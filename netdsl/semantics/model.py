@@ -56,6 +56,7 @@ class Verdict:
     allowed: bool
     # what decided: the statements or policy rules that allow, or the isolation that denies
     reasons: tuple[str, ...] = ()
+    by_deny: bool = False  # denied by an explicit deny statement (not by isolation)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ class ProgramSemantics:
             if decided is not None and decided.action is ir.Action.PASS:
                 continue
             if decided is not None:
-                return Verdict(decided.action is ir.Action.ALLOW, (_describe(decided),))
+                allowed = decided.action is ir.Action.ALLOW
+                return Verdict(allowed, (_describe(decided),), by_deny=not allowed)
             if otherwise is ir.Action.PASS:
                 continue
             why = [f"{isolation.span}: isolate {direction.value.lower()}"] if isolation else []
