@@ -22,7 +22,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from netdsl.ir import DEFAULT_TIER_ORDER, Protocol
-from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict, resolve_port
+from netdsl.semantics.model import (
+    Connection,
+    Endpoint,
+    External,
+    Pod,
+    Topology,
+    Verdict,
+    both_sides,
+    resolve_port,
+)
 
 # ------------------------------------------------------------------------------------- selectors
 
@@ -291,11 +300,4 @@ class CalicoSemantics:
         return Verdict(True, ())
 
     def decide(self, conn: Connection) -> Verdict:
-        reasons: list[str] = []
-        for endpoint, direction in ((conn.src, "Egress"), (conn.dst, "Ingress")):
-            if isinstance(endpoint, Pod):
-                v = self.side(endpoint, direction, conn)
-                if not v.allowed:
-                    return v
-                reasons += v.reasons
-        return Verdict(True, tuple(reasons))
+        return both_sides(conn, lambda pod, egress: self.side(pod, "Egress" if egress else "Ingress", conn))

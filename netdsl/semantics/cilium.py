@@ -29,6 +29,7 @@ from netdsl.semantics.model import (
     Pod,
     Topology,
     Verdict,
+    both_sides,
     entity_matches,
     resolve_port,
 )
@@ -161,18 +162,8 @@ class CiliumSemantics:
         return Verdict(False, (f"{pod} {direction} is default-deny",))
 
     def decide(self, conn: Connection) -> Verdict:
-        reasons: list[str] = []
-        if isinstance(conn.src, Pod):
-            v = self.side(conn.src, "egress", conn.dst, conn)
-            if not v.allowed:
-                return v
-            reasons += v.reasons
-        if isinstance(conn.dst, Pod):
-            v = self.side(conn.dst, "ingress", conn.src, conn)
-            if not v.allowed:
-                return v
-            reasons += v.reasons
-        return Verdict(True, tuple(reasons))
+        return both_sides(conn, lambda pod, egress: self.side(
+            pod, "egress" if egress else "ingress", conn.dst if egress else conn.src, conn))
 
 
 def _pattern(pattern: str) -> re.Pattern[str]:

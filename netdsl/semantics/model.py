@@ -8,7 +8,7 @@ Kubernetes API calls it implementation-defined), so the engine does not pretend 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias, Union
 
@@ -82,6 +82,19 @@ class Topology:
             return next((p for p in self.pods if str(p) == text), None)
         matches = [p for p in self.pods if p.name == text]
         return matches[0] if len(matches) == 1 else None
+
+
+def both_sides(conn: Connection, side: Callable[[Pod, bool], Verdict]) -> Verdict:
+    """A connection is allowed when the source pod's egress (side(pod, True)) and the destination pod's
+    ingress (side(pod, False)) both allow it; external endpoints have no side. The first denial decides."""
+    reasons: list[str] = []
+    for endpoint, egress in ((conn.src, True), (conn.dst, False)):
+        if isinstance(endpoint, Pod):
+            verdict = side(endpoint, egress)
+            if not verdict.allowed:
+                return verdict
+            reasons += verdict.reasons
+    return Verdict(True, tuple(reasons))
 
 
 def entity_matches(entity: str, endpoint: Endpoint) -> bool:

@@ -19,6 +19,7 @@ from netdsl.semantics.model import (
     Pod,
     Topology,
     Verdict,
+    both_sides,
     entity_matches,
     port_matches,
 )
@@ -110,18 +111,8 @@ class ProgramSemantics:
         return Verdict(True, ())
 
     def decide(self, conn: Connection) -> Verdict:
-        reasons: list[str] = []
-        if isinstance(conn.src, Pod):
-            egress = self.side(conn.src, Direction.EGRESS, conn.dst, conn)
-            if not egress.allowed:
-                return egress
-            reasons += egress.reasons
-        if isinstance(conn.dst, Pod):
-            ingress = self.side(conn.dst, Direction.INGRESS, conn.src, conn)
-            if not ingress.allowed:
-                return ingress
-            reasons += ingress.reasons
-        return Verdict(True, tuple(reasons))
+        return both_sides(conn, lambda pod, egress: self.side(
+            pod, Direction.EGRESS if egress else Direction.INGRESS, conn.dst if egress else conn.src, conn))
 
 
 def _describe(r: ir.Rule) -> str:

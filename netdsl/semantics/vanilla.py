@@ -18,7 +18,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from netdsl.ir import Protocol
-from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict, resolve_port
+from netdsl.semantics.model import (
+    Connection,
+    Endpoint,
+    External,
+    Pod,
+    Topology,
+    Verdict,
+    both_sides,
+    resolve_port,
+)
 
 
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -119,15 +128,5 @@ class VanillaSemantics:
         return Verdict(False, (f"{pod} {key} is isolated by NetworkPolicy {names}",))
 
     def decide(self, conn: Connection) -> Verdict:
-        reasons: list[str] = []
-        if isinstance(conn.src, Pod):
-            v = self.side(conn.src, "Egress", conn.dst, conn)
-            if not v.allowed:
-                return v
-            reasons += v.reasons
-        if isinstance(conn.dst, Pod):
-            v = self.side(conn.dst, "Ingress", conn.src, conn)
-            if not v.allowed:
-                return v
-            reasons += v.reasons
-        return Verdict(True, tuple(reasons))
+        return both_sides(conn, lambda pod, egress: self.side(
+            pod, "Egress" if egress else "Ingress", conn.dst if egress else conn.src, conn))

@@ -28,6 +28,7 @@ from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.model import Connection, External, Pod, Topology
 from netdsl.semantics.program import ProgramSemantics
+from tests.backends.golden import check_golden, stray_golden_files
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "calico"
@@ -44,7 +45,6 @@ def beyond_calico(example: str) -> list[Diagnostic]:
 
 EXAMPLES = [e for e in ALL_EXAMPLES if not beyond_calico(e)]
 NOT_FOR_CALICO = [e for e in ALL_EXAMPLES if e not in EXAMPLES]
-UPDATE = os.environ.get("NETDSL_UPDATE_GOLDEN") == "1"
 
 API = "projectcalico.org/v3"
 POLICY_KINDS = {"NetworkPolicy", "GlobalNetworkPolicy"}
@@ -168,20 +168,11 @@ def test_examples_beyond_calico_are_refused(example: str) -> None:
 def test_golden(example: str, netdsl) -> None:
     result = netdsl("compile", "--target", "calico", example)
     assert result.exit_code == 0, result.stderr
-    out = result.stdout_bytes
-    assert f'netdsl.dev/source: "{example}:'.encode() in out
-    path = golden_path(example)
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_bytes() != out:
-            path.write_bytes(out)
-    assert path.exists(), f"{path} is missing: run with NETDSL_UPDATE_GOLDEN=1"
-    assert out == path.read_bytes(), f"{example} no longer compiles to {path.name}"
+    check_golden("calico", example, result.stdout_bytes)
 
 
 def test_no_stray_golden_files() -> None:
-    expected = {golden_path(e).name for e in EXAMPLES}
-    stray = sorted(p.name for p in GOLDEN.glob("*.yaml") if p.name not in expected)
+    stray = stray_golden_files("calico", EXAMPLES)
     assert not stray, f"golden files without an example: {stray}"
 
 

@@ -37,11 +37,11 @@ from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.engine import probes_for
 from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
+from tests.backends.golden import check_golden, stray_golden_files
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "cilium"
 ALL_EXAMPLES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "examples").rglob("*.seg"))
-UPDATE = os.environ.get("NETDSL_UPDATE_GOLDEN") == "1"
 
 API = "cilium.io/v2"
 CNP, CCNP = "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"
@@ -311,20 +311,11 @@ def test_examples_beyond_cilium_are_refused(example: str, netdsl) -> None:
 def test_golden(example: str, netdsl) -> None:
     result = netdsl("compile", "--target", "cilium", example)
     assert result.exit_code == 0, result.stderr
-    out = result.stdout_bytes
-    assert f'netdsl.dev/source: "{example}:'.encode() in out
-    path = golden_path(example)
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_bytes() != out:
-            path.write_bytes(out)
-    assert path.exists(), f"{path} is missing: run with NETDSL_UPDATE_GOLDEN=1"
-    assert out == path.read_bytes(), f"{example} no longer compiles to {path.name}"
+    check_golden("cilium", example, result.stdout_bytes)
 
 
 def test_no_stray_golden_files() -> None:
-    expected = {golden_path(e).name for e in EXAMPLES}
-    stray = sorted(p.name for p in GOLDEN.glob("*.yaml") if p.name not in expected)
+    stray = stray_golden_files("cilium", EXAMPLES)
     assert not stray, f"golden files without an example: {stray}"
 
 

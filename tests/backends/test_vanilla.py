@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from netdsl.compiler import compile_paths, stream
+from tests.backends.golden import check_golden, stray_golden_files
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "vanilla"
@@ -27,7 +28,6 @@ NOT_VANILLA = {
     "examples/seed/4.3-cilium-fqdn.seg", "examples/seed/8.3-l7-http.seg",
 }
 EXAMPLES = [e for e in ALL_EXAMPLES if e not in NOT_VANILLA]
-UPDATE = os.environ.get("NETDSL_UPDATE_GOLDEN") == "1"
 
 
 def golden_path(example: str) -> Path:
@@ -50,20 +50,11 @@ def test_examples_exist() -> None:
 def test_golden(example: str, netdsl) -> None:
     result = netdsl("compile", "--target", "vanilla", example)
     assert result.exit_code == 0, result.stderr
-    out = result.stdout_bytes
-    assert f'netdsl.dev/source: "{example}:'.encode() in out
-    path = golden_path(example)
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_bytes() != out:
-            path.write_bytes(out)
-    assert path.exists(), f"{path} is missing: run with NETDSL_UPDATE_GOLDEN=1"
-    assert out == path.read_bytes(), f"{example} no longer compiles to {path.name}"
+    check_golden("vanilla", example, result.stdout_bytes)
 
 
 def test_no_stray_golden_files() -> None:
-    expected = {golden_path(e).name for e in EXAMPLES}
-    stray = sorted(p.name for p in GOLDEN.glob("*.yaml") if p.name not in expected)
+    stray = stray_golden_files("vanilla", EXAMPLES)
     assert not stray, f"golden files without an example: {stray}"
 
 
