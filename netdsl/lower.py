@@ -637,9 +637,17 @@ class Lowering:
         return PortMatch(proto, name=what)
 
     def statement_text(self, span: Span) -> str:
-        """The statement as written (first line, comment stripped), for comments in the output."""
+        """The statement as written, on one line and without comments, for comments in the output."""
         source = self.sources.get(span.path)
-        return " ".join(source.line(span.line).split("#")[0].split()) if source else ""
+        if source is None:
+            return ""
+        if span.line == span.end_line:
+            parts = [source.line(span.line)[span.column - 1 : span.end_column - 1]]
+        else:
+            parts = [_without_comment(source.line(span.line)[span.column - 1 :])]
+            parts += [_without_comment(source.line(n)) for n in range(span.line + 1, span.end_line)]
+            parts.append(source.line(span.end_line)[: span.end_column - 1])
+        return " ".join(" ".join(parts).split())
 
     # ---- statements
     def lower_subjects(self, ns: _Namespace, subjects: parse.Subjects) -> list[Workload]:
@@ -1233,6 +1241,17 @@ def _looks_like_cidr(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _without_comment(line: str) -> str:
+    """A line up to its `#` comment (a `#` inside a double-quoted string is not one)."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"' and (i == 0 or line[i - 1] != "\\"):
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i]
+    return line
 
 
 def _conjoin_namespaces(a: ir.NamespaceMatch, b: ir.NamespaceMatch) -> ir.NamespaceMatch | None:
