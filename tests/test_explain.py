@@ -120,7 +120,7 @@ def test_a_target_that_refuses_the_program(netdsl: Run, app: Path) -> None:
     assert r.exit_code == 0
     assert "vanilla  cannot express this program: app.seg:11:6: target `vanilla`" in r.stdout
     assert "cannot express policy tiers" in r.stdout
-    assert "app.seg:12: namespace production { all pods denies from cidr 192.0.2.0/24 }" in r.stdout
+    assert "app.seg:12: all pods denies from cidr 192.0.2.0/24" in r.stdout
     r = run(netdsl, "app.seg", "--target", "vanilla", "--format", "json")
     assert "cannot express policy tiers" in json.loads(r.stdout)["evaluators"]["vanilla"]["cannot_express"]
 
