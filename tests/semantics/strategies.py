@@ -85,11 +85,8 @@ def extra_pods(draw: st.DrawFn) -> list[Pod]:
     return pods
 
 
-@st.composite
-def ordered_programs(draw: st.DrawFn) -> str:
-    """A program for targets with ordered policy: a vanilla-style program plus tiers with allow, deny
-    and pass statements, and cluster-wide blocks."""
-    text = draw(programs())
+def services_of(text: str) -> dict[str, list[str]]:
+    """The services each namespace of a generated program declares."""
     services: dict[str, list[str]] = {}
     current = ""
     for ln in text.splitlines():
@@ -98,6 +95,15 @@ def ordered_programs(draw: st.DrawFn) -> str:
             services.setdefault(current, [])
         elif ln.startswith("  service "):
             services[current].append(ln.split()[1])
+    return services
+
+
+@st.composite
+def ordered_programs(draw: st.DrawFn) -> str:
+    """A program for targets with ordered policy: a vanilla-style program plus tiers with allow, deny
+    and pass statements, and cluster-wide blocks."""
+    text = draw(programs())
+    services = services_of(text)
     namespaces = sorted(services)
     peers = [
         "cidr 10.0.0.0/8 except (10.1.0.0/16)", "cidr 192.0.2.0/24", "anywhere", "all pods",
@@ -144,14 +150,7 @@ def cilium_programs(draw: st.DrawFn) -> str:
     """A program for Cilium: a vanilla-style program plus deny statements (deny always wins outside
     tiers), FQDN and entity peers, HTTP rules and cluster blocks."""
     text = draw(programs())
-    services: dict[str, list[str]] = {}
-    current = ""
-    for ln in text.splitlines():
-        if ln.startswith("namespace "):
-            current = ln.split()[1]
-            services.setdefault(current, [])
-        elif ln.startswith("  service "):
-            services[current].append(ln.split()[1])
+    services = services_of(text)
     lines = []
     for _ in range(draw(st.integers(0, 4))):
         ns = draw(st.sampled_from(sorted(services)))
