@@ -151,8 +151,8 @@ def parse_selector(text: str) -> Predicate:
 # ------------------------------------------------------------------------------------- evaluation
 
 
-def _namespace_labels(topology: Topology, namespace: str) -> dict[str, str]:
-    return {**topology.namespace_labels(namespace), "projectcalico.org/name": namespace}
+def _namespace_labels(topology: Topology, pod: Pod) -> dict[str, str]:
+    return {**topology.labels_of(pod), "projectcalico.org/name": pod.namespace}
 
 
 class CalicoSemantics:
@@ -200,7 +200,7 @@ class CalicoSemantics:
             if policy["metadata"]["namespace"] != pod.namespace:
                 return False
         elif "namespaceSelector" in spec and not self.selector(spec["namespaceSelector"])(
-            _namespace_labels(self.topology, pod.namespace), False
+            _namespace_labels(self.topology, pod), False
         ):
             return False
         return self.selector(spec.get("selector"))(pod.labels, False)
@@ -240,7 +240,7 @@ class CalicoSemantics:
         if ns_text is None:
             if policy["kind"] == "NetworkPolicy" and endpoint.namespace != policy["metadata"]["namespace"]:
                 return False
-        elif not self.selector(ns_text)(_namespace_labels(self.topology, endpoint.namespace), False):
+        elif not self.selector(ns_text)(_namespace_labels(self.topology, endpoint), False):
             return False
         return labels_match(endpoint.labels, False)
 

@@ -77,7 +77,7 @@ class CiliumSemantics:
     def labels(self, pod: Pod) -> dict[str, str]:
         out = dict(pod.labels)
         out[NAMESPACE_KEY] = pod.namespace
-        for k, v in self.topology.namespace_labels(pod.namespace).items():
+        for k, v in self.topology.labels_of(pod).items():
             out[NAMESPACE_LABELS + k] = v
         return out
 

@@ -39,7 +39,7 @@ def blocked_flows(program: ir.Program) -> list[Diagnostic]:
             continue
         subjects = [
             p for p in topology.pods
-            if rule.subject.applies_in(p.namespace, topology.namespace_labels(p.namespace))
+            if rule.subject.applies_in(p.namespace, topology.labels_of(p))
             and rule.subject.selector.matches(dict(p.labels))
         ]
         peers = [e for e in topology.endpoints if any(peer_matches(q, e, topology) for q in rule.peers)]

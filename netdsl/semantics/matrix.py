@@ -202,7 +202,8 @@ class Index:
         self.all = (1 << self.n) - 1
         self.pods = 0
         self.externals = 0
-        self.ns_pods: dict[str, int] = defaultdict(int)
+        self.ns_pods: dict[str, int] = defaultdict(int)  # by namespace name (every variant)
+        self.ns_variants: dict[tuple[str, int], int] = defaultdict(int)  # by (name, variant)
         self.label_value: dict[tuple[str, str], int] = defaultdict(int)
         self.label_key: dict[str, int] = defaultdict(int)
         self.named: dict[tuple[str, Protocol, int], int] = defaultdict(int)  # (name, protocol, number)
@@ -211,6 +212,7 @@ class Index:
             if isinstance(e, Pod):
                 self.pods |= bit
                 self.ns_pods[e.namespace] |= bit
+                self.ns_variants[(e.namespace, e.variant)] |= bit
                 for k, v in e.labels.items():
                     self.label_value[(k, v)] |= bit
                     self.label_key[k] |= bit
@@ -218,7 +220,7 @@ class Index:
                     self.named[(name, protocol, number)] |= bit
             else:
                 self.externals |= bit
-        self.namespaces = sorted(self.ns_pods)
+        self.namespaces = sorted(self.ns_variants)
         self._cache: dict[Hashable, int] = {}
 
     def cached(self, key: Hashable, compute: Callable[[], int]) -> int:
@@ -238,11 +240,12 @@ class Index:
                 out |= 1 << i
         return out
 
-    def in_namespaces(self, test: Callable[[str], bool]) -> int:
+    def in_namespaces(self, test: Callable[[str, dict[str, str]], bool]) -> int:
+        """The pods of the namespaces (name, labels) that pass test."""
         out = 0
-        for ns in self.namespaces:
-            if test(ns):
-                out |= self.ns_pods[ns]
+        for name, variant in self.namespaces:
+            if test(name, self.topology.namespace_labels(name, variant)):
+                out |= self.ns_variants[(name, variant)]
         return out
 
     def value_mask(self, key: str, value: object) -> int:
@@ -538,7 +541,6 @@ def _label_selector(selector: Mapping[str, Any] | None, index: Index, universe: 
 
 
 def compile_vanilla(evaluator: vanilla_semantics.VanillaSemantics, index: Index) -> Compiled:
-    topology = index.topology
 
     def peer_mask(peer: Mapping[str, Any], policy_ns: str) -> int:
         if "ipBlock" in peer:
@@ -550,7 +552,7 @@ def compile_vanilla(evaluator: vanilla_semantics.VanillaSemantics, index: Index)
         if "namespaceSelector" in peer:
             ns_sel = peer["namespaceSelector"]
             namespaces = index.cached(("vanilla-ns", _key(ns_sel)), lambda: index.in_namespaces(
-                lambda ns: vanilla_semantics.selector_matches(ns_sel, topology.namespace_labels(ns))
+                lambda _name, labels: vanilla_semantics.selector_matches(ns_sel, labels)
             ))
         else:
             namespaces = index.ns_pods.get(policy_ns, 0)
@@ -631,23 +633,19 @@ def compile_program(evaluator: program_semantics.ProgramSemantics, index: Index)
     topology = index.topology
     program = evaluator.program
 
-    def ns_labels(ns: str) -> dict[str, str]:
-        return topology.namespace_labels(ns)
-
     def subjects(w: ir.Workload) -> int:
-        return index.cached(("subject", w), lambda: index.in_namespaces(
-            lambda ns: w.applies_in(ns, ns_labels(ns))) & _ir_selector(w.selector, index))
+        return index.cached(("subject", w), lambda: index.in_namespaces(w.applies_in) & _ir_selector(w.selector, index))
 
     def peer_mask(peer: ir.Peer) -> int:
         if isinstance(peer, ir.PodPeer):
             return index.cached(("peer", peer), lambda: index.in_namespaces(
-                lambda ns: ir.namespace_matches(peer.namespaces, ns, ns_labels(ns))
+                lambda name, labels: ir.namespace_matches(peer.namespaces, name, labels)
             ) & _ir_selector(peer.pods, index))
         return index.cached(("peer", peer), lambda: index.where(
             index.all, lambda e: program_semantics.peer_matches(peer, e, topology)))
 
     def isolated(iso: ir.Isolation) -> int:
-        return index.in_namespaces(lambda ns: iso.applies_in(ns, ns_labels(ns)))
+        return index.in_namespaces(iso.applies_in)
 
     compiled = Compiled([], [])
     for direction, tiers in ((Direction.INGRESS, compiled.ingress), (Direction.EGRESS, compiled.egress)):

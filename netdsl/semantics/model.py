@@ -18,11 +18,21 @@ from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
 
 @dataclass(frozen=True)
 class Pod:
+    """A pod, or in a class topology (netdsl.semantics.universe) every pod alike in the labels and
+    named ports every selector and port rule looks at. A pod stands for one or more replicas: the
+    connection from a pod to itself means traffic between two replicas."""
+
     namespace: str
     name: str
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     # named container ports: name -> (number, protocol)
     ports: Mapping[str, tuple[int, Protocol]] = field(default_factory=dict, hash=False)
+    # A class topology may hold one namespace name with several label sets (a namespace `prod` with and
+    # without `env=prod`); variant k > 0 picks Topology.variants[(namespace, k)].
+    variant: int = 0
+    # The pod's IP address where it matters (CNIs whose CIDR rules also match pods: Calico's `nets`,
+    # ipBlock on some implementations); None: outside every CIDR the policies mention.
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = field(default=None, hash=False)
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -30,11 +40,27 @@ class Pod:
 
 @dataclass(frozen=True)
 class External:
+    """An endpoint that is not a pod. `identity` None: an address outside the cluster (the Internet,
+    another network), optionally answering to a DNS `name`. Otherwise one of a target's own non-pod
+    identities (NON_POD_IDENTITIES), which no netdsl statement may reach unless it names it
+    (`anywhere`, an entity): a Cilium reserved identity (`cilium:host`, `cilium:health`, ...) or a Calico
+    host endpoint (`calico:host-endpoint`, with `labels`)."""
+
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
     name: str | None = None  # a DNS name it answers to (for FQDN rules)
+    identity: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __str__(self) -> str:
+        if self.identity is not None:
+            return f"{self.identity}({self.address})" if not self.labels else f"{self.identity}{dict(self.labels)}"
         return self.name or str(self.address)
+
+
+# Non-pod identities the class topology adds for a target (see netdsl.semantics.universe). Cilium's
+# reserved identities carry only `reserved:` labels; Calico host endpoints carry any labels an admin sets.
+CILIUM_RESERVED = ("host", "remote-node", "kube-apiserver", "health", "ingress", "init", "unmanaged")
+NON_POD_IDENTITIES = (*(f"cilium:{r}" for r in CILIUM_RESERVED), "calico:host-endpoint")
 
 
 Endpoint: TypeAlias = Union[Pod, External]
@@ -64,9 +90,16 @@ class Topology:
     namespaces: Mapping[str, Mapping[str, str]]  # name -> its labels (the automatic name label added)
     pods: tuple[Pod, ...]
     externals: tuple[External, ...] = ()
+    # (name, k) -> the labels of variant k > 0 of that namespace (class topologies only, see Pod.variant)
+    variants: Mapping[tuple[str, int], Mapping[str, str]] = field(default_factory=dict)
 
-    def namespace_labels(self, name: str) -> dict[str, str]:
-        return {**self.namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name}
+    def namespace_labels(self, name: str, variant: int = 0) -> dict[str, str]:
+        labels = self.variants.get((name, variant), {}) if variant else self.namespaces.get(name, {})
+        return {**labels, NAMESPACE_NAME_LABEL: name}
+
+    def labels_of(self, pod: Pod) -> dict[str, str]:
+        """The labels of the pod's namespace (with the automatic name label)."""
+        return self.namespace_labels(pod.namespace, pod.variant)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:

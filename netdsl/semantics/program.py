@@ -41,7 +41,7 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
         return entity_matches(peer.name, endpoint)
     if not isinstance(endpoint, Pod):
         return False
-    labels = topology.namespace_labels(endpoint.namespace)
+    labels = topology.labels_of(endpoint)
     return ir.namespace_matches(peer.namespaces, endpoint.namespace, labels) and peer.pods.matches(
         dict(endpoint.labels)
     )
@@ -74,7 +74,7 @@ class ProgramSemantics:
             self.rules[(r.tier, r.direction)].append(r)
 
     def side(self, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> Verdict:
-        labels = self.topology.namespace_labels(pod.namespace)
+        labels = self.topology.labels_of(pod)
         pod_labels = dict(pod.labels)
         for _order, tier, otherwise in self.tiers:
             applying = [

@@ -64,7 +64,7 @@ def _peer_matches(peer: Mapping[str, Any], policy_ns: str, endpoint: Endpoint, t
     if not isinstance(endpoint, Pod):
         return False
     if "namespaceSelector" in peer:
-        ns_ok = selector_matches(peer["namespaceSelector"], topology.namespace_labels(endpoint.namespace))
+        ns_ok = selector_matches(peer["namespaceSelector"], topology.labels_of(endpoint))
     else:
         ns_ok = endpoint.namespace == policy_ns
     pod_ok = selector_matches(peer.get("podSelector"), endpoint.labels)
