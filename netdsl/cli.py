@@ -13,6 +13,7 @@ from typing import NoReturn, TextIO
 import click
 
 from netdsl import __version__
+from netdsl.analysis import analyse, default_targets
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
@@ -34,10 +35,7 @@ from netdsl.explain import (
 from netdsl.output import write_directory
 from netdsl.semantics.engine import (
     EndpointError,
-    default_targets,
-    evaluators,
     parse_probe,
-    probes_for,
     resolve_endpoint,
     split_port,
     with_externals,
@@ -202,8 +200,11 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
         _report(result, "text")
         sys.exit(EXIT_INPUT)
     program = result.program
-    derived = topology_from_program(program)
-    topology = derived if topology_dir is None else with_externals(_read_topology(topology_dir), derived)
+    given = None
+    if topology_dir is not None:
+        given = with_externals(_read_topology(topology_dir), topology_from_program(program))
+    analysis = analyse(result, list(dict.fromkeys(targets)) or default_targets(), given)
+    topology = analysis.topology
     try:
         src = dst = None
         port: str | None = None
@@ -216,19 +217,17 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
             host, port = split_port(dst_text)
             dst = resolve_endpoint(host, topology, program)
         if src is not None and dst is not None:
-            if src == dst:
-                raise EndpointError(f"{src} on both ends: policies never apply to a pod's own traffic")
             if isinstance(src, External) and isinstance(dst, External):
                 raise EndpointError("both ends are external addresses: no policy applies between them")
-            probes = (parse_probe(port, dst),) if port else probes_for([program], topology)
+            probes = (parse_probe(port, dst),) if port else analysis.probes
         elif port:
             raise EndpointError(f"--to {dst_text}: a port needs --from too")
     except EndpointError as exc:
         _fail(str(exc))
     outside = tuple(e for e in (src, dst) if isinstance(e, External) and e not in topology.externals)
     if outside:  # an address the topology does not probe: add it
-        topology = Topology(topology.namespaces, topology.pods, (*topology.externals, *outside))
-    evs = evaluators(result, list(dict.fromkeys(targets)) or default_targets(), topology)
+        topology = Topology(topology.namespaces, topology.pods, (*topology.externals, *outside), topology.variants)
+    evs = analysis.evaluators
     if src is not None and dst is not None:
         report = explain_connection(evs, src, dst, probes, port_given=bool(port))
         render = render_connection_json if out_format == "json" else render_connection_text
@@ -237,9 +236,10 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
             _write(sys.stderr, f"netdsl: error: MISMATCH between the program and a target: {BUG}\n")
             sys.exit(EXIT_MISMATCH)
         return
-    matrix_report = explain_matrix(evs, topology, probes_for([program], topology),
+    matrix_report = explain_matrix(evs, topology, analysis.probes,
                                    sources=None if src is None else [src],
-                                   destinations=None if dst is None else [dst])
+                                   destinations=None if dst is None else [dst],
+                                   every_cluster=analysis.every_cluster and not outside)
     if out_format == "json":
         _write(sys.stdout, render_matrix_json(matrix_report))
     else:

@@ -4,9 +4,10 @@ read back. Nothing here writes files; netdsl/output.py does that once everything
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from netdsl import ir
 from netdsl.backends import Manifest, Options, backend_names, get_backend, render_and_check
@@ -15,6 +16,7 @@ from netdsl.lower import lower
 from netdsl.parse import parse
 from netdsl.semantics.expect import check_expectations
 from netdsl.semantics.lints import semantic_lints
+from netdsl.semantics.verify import prove
 from netdsl.source import SourceFile, Span
 from netdsl.widen import widen
 
@@ -169,8 +171,9 @@ def compile_paths(
     return compile_checked(check(paths, stdin), target, options)
 
 
-def compile_checked(result: Result, target: str, options: Options | None = None) -> Result:
-    """The rest of `compile_paths` for the result of `check` (which it extends and returns)."""
+def compile_checked(result: Result, target: str, options: Options | None = None, validate: bool = True) -> Result:
+    """The rest of `compile_paths` for the result of `check` (which it extends and returns). validate:
+    prove the output equivalent to the program (explain and diff, which judge it themselves, skip it)."""
     if result.program is None:
         return result
     backend = get_backend(target)
@@ -184,6 +187,8 @@ def compile_checked(result: Result, target: str, options: Options | None = None)
         return result
     manifests = backend.build(result.program, options)
     result.diagnostics.extend(render_and_check(backend, manifests))
+    if result.ok and validate:
+        result.diagnostics.extend(translation_errors(result.program, target, [m.body for m in manifests]))
     if result.ok:
         # expectations hold for the program (checked by `check`) and for what this target emits
         result.diagnostics.extend(
@@ -192,6 +197,22 @@ def compile_checked(result: Result, target: str, options: Options | None = None)
     if result.ok:
         result.manifests = manifests
     return result
+
+
+def translation_errors(program: ir.Program, target: str, objects: Sequence[Mapping[str, Any]]) -> list[Diagnostic]:
+    """Translation validation: the objects allow exactly what the program allows, in every cluster."""
+    proof = prove(program, target, objects)
+    if proof.holds:
+        return []
+    first = proof.counterexamples[0]
+    more = "".join(f"\n  also: {c.describe(proof.universe.topology, target)}" for c in proof.counterexamples[1:])
+    cells = f"{proof.differing} class{'es' * (proof.differing != 1)} of connections"
+    return [error(
+        "translation",
+        f"the {target} output differs from the program in {cells}, e.g. "
+        f"{first.describe(proof.universe.topology, target)}{more}",
+        None, "this is a bug in netdsl, not in your program: nothing was written; please report it with the .seg input",
+    )]
 
 
 def stream(manifests: Sequence[Manifest]) -> str:

@@ -54,6 +54,7 @@ CODES: Mapping[str, str] = {
     # output
     "output": "The output directory could not be written.",
     "internal": "netdsl produced output that failed its own checks (a bug: please report it).",
+    "translation": "The emitted objects do not allow exactly what the program allows in every cluster (a bug).",
 }
 
 

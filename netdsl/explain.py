@@ -16,6 +16,7 @@ from typing import Any
 
 from netdsl.semantics.engine import PROGRAM, Evaluator, Matrix, Probe, Unavailable, matrix, probe_text
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict
+from netdsl.semantics.verify import coexist
 
 WIDTH = 100
 LABEL_WIDTH = 30
@@ -130,6 +131,7 @@ class MatrixReport:
     mismatches: dict[str, list[tuple[Endpoint, Endpoint, Probe, bool]]] = field(default_factory=dict)
     sources: tuple[Endpoint, ...] | None = None  # only these rows (--from)
     destinations: tuple[Endpoint, ...] | None = None  # only these columns (--to)
+    every_cluster: bool = False  # the topology is the class topology (netdsl.semantics.universe)
 
     @property
     def program(self) -> Matrix:
@@ -151,17 +153,18 @@ class MatrixReport:
 
 def explain_matrix(evaluators: Mapping[str, Evaluator | Unavailable], topology: Topology, probes: Sequence[Probe],
                    sources: Sequence[Endpoint] | None = None,
-                   destinations: Sequence[Endpoint] | None = None) -> MatrixReport:
+                   destinations: Sequence[Endpoint] | None = None, every_cluster: bool = False) -> MatrixReport:
     """Every evaluator's matrix; where a target's differs from the program's (among the pairs shown:
     sources x destinations, None meaning all), the differences."""
     report = MatrixReport(topology, tuple(probes), {}, sources=None if sources is None else tuple(sources),
-                          destinations=None if destinations is None else tuple(destinations))
+                          destinations=None if destinations is None else tuple(destinations),
+                          every_cluster=every_cluster)
     for name, ev in evaluators.items():
         report.matrices[name] = ev if isinstance(ev, Unavailable) else matrix(ev, topology, probes)
     for name, m in report.matrices.items():
         if name != PROGRAM and isinstance(m, Matrix):
             # (src, dst, probe, allowed by the target) where it differs from the program
-            diffs = [d for d in m.differences(report.program) if _keep(report, d[0], d[1])]
+            diffs = [d for d in m.differences(report.program) if _keep(report, d[0], d[1]) and coexist(d[0], d[1])]
             if diffs:
                 report.mismatches[name] = diffs
     return report
@@ -182,7 +185,8 @@ def _targets_lines(report: MatrixReport, width: int) -> list[str]:
         elif name in report.mismatches:
             out.append(_wrap(f"{name}: !!! MISMATCH with the program: {BUG}", width))
         else:
-            out.append(f"{name}: the emitted policies allow exactly what the program allows")
+            where = " in every cluster" if report.every_cluster else " in this topology"
+            out.append(f"{name}: the emitted policies allow exactly what the program allows{where}")
     if report.mismatches:
         out += [""] + ["!!! " + line for line in report.mismatch_lines()]
     return out
@@ -206,7 +210,7 @@ def render_list_text(report: MatrixReport, width: int = WIDTH) -> str:
     lines = []
     nothing = 0
     for src, dst, peer in pairs:
-        if src == dst or (isinstance(src, External) and isinstance(dst, External)):
+        if isinstance(src, External) and isinstance(dst, External):
             continue
         allowed = m.allowed(src, dst)
         if not allowed:
@@ -268,8 +272,7 @@ def render_matrix_text(report: MatrixReport, width: int = WIDTH) -> str:
     cells: dict[Endpoint, list[str]] = {}  # per source, a character per endpoint
     for src in rows:
         i = m.position(src)
-        chars = list(external_row if external[i] else pod_row)
-        chars[i] = " "
+        chars = list(external_row if external[i] else pod_row)  # a pod's own column: its replicas
         for j, code in m.codes(i).items():
             if code == everything:
                 chars[j] = "*"
@@ -282,7 +285,13 @@ def render_matrix_text(report: MatrixReport, width: int = WIDTH) -> str:
     prefix = digits + 1 + label_width + 2
     per_block = max(1, (width - prefix) // 2)
     out = [_wrap(f"Connectivity: rows are sources, columns destinations ({len(rows)} x {len(cols)}); "
-                 f"{n_probes} probed ports: {', '.join(probe_text(p) for p in m.probes)}", width), ""]
+                 f"{n_probes} probed ports: {', '.join(probe_text(p) for p in m.probes)}", width)]
+    if report.every_cluster:
+        out.append(_wrap("Each row and column is a class: every pod (any number of replicas; a pod's own "
+                         "column is traffic between its replicas), namespace and address alike in everything the "
+                         "policies look at, so the matrix holds in every cluster. Each port stands for its range "
+                         "up to the next one listed.", width))
+    out.append("")
     for start in range(0, len(cols), per_block):
         block = cols[start:start + per_block]
         for d in range(digits):  # destination numbers, written downwards

@@ -1,13 +1,12 @@
-"""The semantic engine as one facade: the evaluators of a program and of its targets' output, the ports
-worth probing, endpoints by name, and whole matrices.
+"""The semantic engine as one facade for the commands: evaluators per target, the ports worth probing,
+endpoints by name, topologies, whole matrices. It sits below the compiler (it imports no backend and
+no compiler); netdsl.analysis compiles each target's output and wraps it in its evaluator.
 
-    result = check(paths)
-    evs = evaluators(result, ["vanilla", "calico"])     # {"program": ..., "vanilla": ..., "calico": ...}
-    m = matrix(evs["vanilla"], topology, probes_for([result.program], topology))
+    evs = analysis.evaluators(result, ["vanilla", "calico"])  # {"program": ..., "vanilla": ..., ...}
+    m = matrix(evs["vanilla"], topology, probes)
 
-A target's evaluator reads what the compiler emits for that target (the YAML text, parsed back), so it
-judges the translation. A target that refuses the program is an `Unavailable` entry carrying the first
-error, not an evaluator. A new target adds one entry to `EVALUATOR_BY_TARGET`.
+A target that refuses the program is an `Unavailable` entry carrying the first error, not an
+evaluator. A new target adds one entry to `EVALUATOR_BY_TARGET`.
 """
 
 from __future__ import annotations
@@ -21,17 +20,14 @@ from typing import Any
 import yaml
 
 from netdsl import ir
-from netdsl.backends import Options, backend_names
-from netdsl.compiler import Result, compile_checked, stream
 from netdsl.ir import Protocol
 from netdsl.semantics.matrix import Evaluator, Matrix, Probe, by_decide, matrix, probe_text
-from netdsl.semantics.model import Endpoint, External, Pod, Topology, topology_from_program
-from netdsl.semantics.program import ProgramSemantics
+from netdsl.semantics.model import Endpoint, External, Pod, Topology
 from netdsl.semantics.targets import EVALUATOR_BY_TARGET, probe_sort_key, probes_for
 
 __all__ = [
     "EVALUATOR_BY_TARGET", "PROGRAM", "EndpointError", "Evaluator", "Matrix", "Probe", "Unavailable",
-    "by_decide", "evaluators", "matrix", "merge_topologies", "probe_text", "probes_for", "resolve_endpoint",
+    "by_decide", "matrix", "merge_topologies", "probe_text", "probes_for", "resolve_endpoint",
 ]
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -53,49 +49,6 @@ class Unavailable:
 
     def __str__(self) -> str:
         return f"cannot express this program: {self.reason}" if self.cannot_express else self.reason
-
-
-def default_targets() -> list[str]:
-    return [t for t in backend_names() if t in EVALUATOR_BY_TARGET]
-
-
-def _first_error(result: Result) -> str:
-    for d in result.diagnostics:
-        if d.is_error:
-            where = f"{d.span}: " if d.span else ""
-            return f"{where}{d.message}"
-    return "compilation failed"
-
-
-def evaluators(
-    result_or_program: Result | ir.Program,
-    targets: Iterable[str],
-    topology: Topology | None = None,
-    options: Options | None = None,
-) -> dict[str, Evaluator | Unavailable]:
-    """"program" -> ProgramSemantics, then each target -> the evaluator of the manifests the compiler
-    emits for it (or Unavailable). topology defaults to `topology_from_program`."""
-    base = Result(program=result_or_program) if isinstance(result_or_program, ir.Program) else result_or_program
-    program = base.program
-    if program is None:
-        raise ValueError("the program has errors; nothing to evaluate")
-    topology = topology or topology_from_program(program)
-    out: dict[str, Evaluator | Unavailable] = {PROGRAM: ProgramSemantics(program, topology)}
-    for target in targets:
-        if target not in backend_names():
-            out[target] = Unavailable(target, f"no target named {target!r}", cannot_express=False)
-            continue
-        if target not in EVALUATOR_BY_TARGET:
-            out[target] = Unavailable(target, f"netdsl has no evaluator for target {target!r} yet",
-                                      cannot_express=False)
-            continue
-        compiled = compile_checked(replace(base, diagnostics=list(base.diagnostics), manifests=[]), target, options)
-        if not compiled.ok:
-            out[target] = Unavailable(target, _first_error(compiled))
-            continue
-        objects = [d for d in yaml.load_all(stream(compiled.manifests), Loader=_Loader) if d is not None]
-        out[target] = EVALUATOR_BY_TARGET[target](objects, topology)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ probes

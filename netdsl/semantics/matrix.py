@@ -61,8 +61,9 @@ def probe_text(probe: Probe) -> str:
 @dataclass(frozen=True)
 class Matrix:
     """`rows[k][i]`: the destinations (a bitmask over `endpoints`) that endpoint i may reach with
-    `probes[k]`. A pod's connection to itself and connections between two external endpoints are not
-    part of the matrix (their bits are always 0)."""
+    `probes[k]`. A pod's connection to itself is traffic between two of its replicas (a pod of a
+    topology stands for every replica of its workload); connections between two external endpoints
+    are not part of the matrix (their bits are always 0)."""
 
     endpoints: tuple[Endpoint, ...]
     probes: tuple[Probe, ...]
@@ -87,7 +88,7 @@ class Matrix:
         """Every pair the matrix covers, sources in endpoint order."""
         for src in self.endpoints:
             for dst in self.endpoints:
-                if src != dst and not (isinstance(src, External) and isinstance(dst, External)):
+                if not (isinstance(src, External) and isinstance(dst, External)):
                     yield src, dst
 
     def codes(self, i: int) -> dict[int, int]:
@@ -448,7 +449,7 @@ def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence
                 excluded[i] |= dsts
     rows = []
     for i, e in enumerate(index.endpoints):
-        valid = everything & ~(1 << i)
+        valid = everything
         if isinstance(e, External):
             valid &= ~index.externals
         rows.append(reach[i] & (sparse[i] | (dense & ~excluded[i])) & valid)
@@ -475,7 +476,7 @@ def by_decide(evaluator: Evaluator, topology: Topology, probes: Sequence[Probe])
         for src in endpoints:
             mask = 0
             for j, dst in enumerate(endpoints):
-                if src == dst or (isinstance(src, External) and isinstance(dst, External)):
+                if isinstance(src, External) and isinstance(dst, External):
                     continue
                 if evaluator.decide(Connection(src, dst, protocol, port)).allowed:
                     mask |= 1 << j

@@ -1,20 +1,634 @@
 """The class topology: a finite set of endpoints that stands for every cluster a program may be applied to.
 
-Rule: every predicate any evaluator applies to an endpoint - a label selector over a pod's or its
+Rule: every predicate an evaluator applies to an endpoint - a label selector over a pod's or its
 namespace's labels, a namespace name, a named port's number, a CIDR, a DNS name, a target's own
-non-pod identity - is a finite combination of the atoms the program and the emitted objects mention.
+non-pod identity - is a finite combination of atoms that the program and the emitted objects mention.
 Endpoints alike in every atom get the same verdict from every evaluator, so one representative per
 non-empty class (cell) decides for all of its members, in every cluster:
 
-* namespaces: the cells of every namespace selector (by name or labels), each with labels that satisfy
-  exactly that cell; one name with several label sets becomes several variants of that namespace;
+* namespaces: the cells of every namespace selector (by name or labels, from the program and from the
+  objects), each with labels that satisfy exactly that cell; one name with several label sets becomes
+  several variants of that namespace (Pod.variant);
 * pods: per namespace cell, the cells of the pod selectors that can apply in that namespace, each pod
   standing for any number of replicas (a pod's connection to itself is replica-to-replica traffic);
-  destination variants with each named port bound to each port class;
+  copies with named ports bound to each port class, as destinations;
 * externals: one address per interval between CIDR boundaries, DNS names inside and outside each FQDN
-  pattern, and the target's own identities (netdsl.semantics.targets.NON_POD_BY_TARGET);
-* ports: one probe per protocol and interval between port boundaries.
+  pattern, and the target's own identities (NON_POD_BY_TARGET);
+* probes: one port per protocol and interval between port boundaries.
 
 A difference found over the class topology is a real counterexample (each representative is a
-concrete, possible pod); no difference means none in any cluster.
+concrete, possible pod); no difference means none in any cluster. Label values no selector mentions
+are represented by one fresh value per key ("other"), absent labels by absence.
+
+Limits (documented in the README): several named ports bound to the same number on one pod are
+covered for up to MAX_NAME_SUBSETS names per protocol (beyond that: each alone, and all together);
+DNS names are combined with every address class only while that stays under MAX_NAMED_EXTERNALS.
 """
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from netdsl import ir
+from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
+from netdsl.semantics.model import External, Pod, Topology
+
+Probe = tuple[Protocol, int]
+
+ABSENT = "\x00absent"  # the atom "this key is not set"
+OTHER = "\x00other"  # the atom "set to a value no selector mentions"
+
+MAX_NAME_SUBSETS = 3
+MAX_NAMED_EXTERNALS = 256
+# Size guard: a class topology beyond this many endpoints is refused (the caller says so) rather
+# than exhausting memory; real programs stay far below it (see benchmarks/verify.py).
+MAX_ENDPOINTS = 60_000
+
+NsScope = Callable[[str, Mapping[str, str]], bool] | None  # None: every namespace
+
+
+class TooLargeError(ValueError):
+    """The class topology would exceed MAX_ENDPOINTS."""
+
+
+# ------------------------------------------------------------------------------------------ cells
+
+Atoms = frozenset[str]
+Cell = dict[str, Atoms]  # key -> the atoms allowed (a key not in the dict: any atom)
+
+
+@dataclass
+class Space:
+    """The atoms of each label key: ABSENT, OTHER and every value mentioned for it."""
+
+    values: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    always_set: set[str] = field(default_factory=set)  # keys every object carries (a namespace's name)
+
+    def mention(self, key: str, value: str | None = None) -> None:
+        self.values[key]
+        if value is not None:
+            self.values[key].add(value)
+
+    def atoms(self, key: str) -> Atoms:
+        base = {OTHER, *self.values.get(key, ())}
+        if key not in self.always_set:
+            base.add(ABSENT)
+        return frozenset(base)
+
+    def requirement(self, r: ir.Requirement) -> Atoms:
+        every = self.atoms(r.key)
+        if r.operator is ir.Operator.IN:
+            return frozenset(r.values) & every
+        if r.operator is ir.Operator.NOT_IN:
+            return every - frozenset(r.values)
+        if r.operator is ir.Operator.EXISTS:
+            return every - {ABSENT}
+        return every & {ABSENT}
+
+    def constraint(self, selector: ir.Selector) -> Cell | None:
+        """The selector as a cell, or None if it is unsatisfiable."""
+        cell: Cell = {}
+        for r in selector.requirements:
+            allowed = self.requirement(r)
+            cell[r.key] = cell[r.key] & allowed if r.key in cell else allowed
+            if not cell[r.key]:
+                return None
+        return cell
+
+
+def _restrict(cell: Cell, key: str, allowed: Atoms, space: Space) -> Cell | None:
+    current = cell.get(key, space.atoms(key))
+    both = current & allowed
+    if not both:
+        return None
+    return {**cell, key: both}
+
+
+def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
+    """Split every cell into its part inside `constraint` and disjoint parts outside it."""
+    out: list[Cell] = []
+    keys = sorted(constraint)
+    for cell in cells:
+        inside: Cell | None = cell
+        for k in keys:
+            assert inside is not None
+            inside = _restrict(inside, k, constraint[k], space)
+            if inside is None:
+                break
+        if inside is None:  # disjoint: unchanged
+            out.append(cell)
+            continue
+        if inside == cell:  # contained: unchanged
+            out.append(cell)
+            continue
+        out.append(inside)
+        prefix: Cell | None = cell
+        for k in keys:
+            assert prefix is not None
+            outside = _restrict(prefix, k, space.atoms(k) - constraint[k], space)
+            if outside is not None:
+                out.append(outside)
+            prefix = _restrict(prefix, k, constraint[k], space)
+            if prefix is None:
+                break
+    return out
+
+
+def _fresh(taken: Iterable[str], stem: str) -> str:
+    used = set(taken)
+    n = 0
+    while True:
+        candidate = stem if n == 0 else f"{stem}{n}"
+        if candidate not in used:
+            return candidate
+        n += 1
+
+
+def example(cell: Cell, space: Space) -> dict[str, str]:
+    """Labels that satisfy exactly this cell: absent where allowed, else a mentioned value, else a
+    value nothing mentions."""
+    labels: dict[str, str] = {}
+    for key in sorted(cell):
+        atoms = cell[key]
+        if ABSENT in atoms:
+            continue
+        mentioned = sorted(a for a in atoms if a != OTHER)
+        labels[key] = mentioned[0] if mentioned else _fresh(space.values.get(key, ()), "netdsl-other")
+    return labels
+
+
+# ------------------------------------------------------------------------------------------ what is mentioned
+
+
+@dataclass
+class Mentions:
+    """Everything the program and the objects test endpoints against."""
+
+    # (namespace scope, pod selector): the pod selectors, with the namespaces they can apply in
+    pod_selectors: list[tuple[NsScope, ir.Selector]] = field(default_factory=list)
+    namespace_selectors: list[ir.Selector] = field(default_factory=list)
+    pod_space: Space = field(default_factory=Space)
+    ns_space: Space = field(default_factory=lambda: Space(always_set={NAMESPACE_NAME_LABEL}))
+    ports: dict[Protocol, set[int]] = field(default_factory=lambda: defaultdict(set))  # range boundaries
+    port_names: set[tuple[str, Protocol | None]] = field(default_factory=set)
+    networks: set[ir.IPNetwork] = field(default_factory=set)
+    dns_names: set[str] = field(default_factory=set)
+    dns_patterns: set[str] = field(default_factory=set)
+    # label atoms the objects test: (namespace the selector is confined to, or None) -> key -> values
+    # (None: the key alone)
+    program_atoms: set[tuple[str, str | None]] = field(default_factory=set)
+    object_atoms: dict[str | None, dict[str, set[str | None]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+
+    def object_atom(self, namespace: str | None, key: str, value: str | None) -> None:
+        self.object_atoms[namespace][key].add(value)
+        self.pod_space.mention(key, value)
+
+    def pod_selector(self, scope: NsScope, selector: ir.Selector) -> None:
+        self.pod_selectors.append((scope, selector))
+        for r in selector.requirements:
+            self.pod_space.mention(r.key)
+            for v in r.values:
+                self.pod_space.mention(r.key, v)
+
+    def namespace_selector(self, selector: ir.Selector) -> None:
+        self.namespace_selectors.append(selector)
+        for r in selector.requirements:
+            self.ns_space.mention(r.key)
+            for v in r.values:
+                self.ns_space.mention(r.key, v)
+
+    def namespace_match(self, match: ir.NamespaceMatch) -> NsScope:
+        if isinstance(match, ir.NamespaceByName):
+            self.namespace_selector(_by_name(match.name))
+            return _scope_by_name(match.name)
+        if isinstance(match, ir.NamespaceBySelector):
+            self.namespace_selector(match.selector)
+            selector = match.selector
+            return lambda name, labels: selector.matches({**labels, NAMESPACE_NAME_LABEL: name})
+        return None
+
+    def port_range(self, protocol: Protocol | None, lo: int, hi: int) -> None:
+        for proto in (protocol,) if protocol is not None else tuple(Protocol):
+            self.ports[proto].update((lo, hi + 1))
+
+    def network(self, text: str | ir.IPNetwork) -> None:
+        try:
+            net = text if not isinstance(text, str) else ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return
+        self.networks.add(net)
+
+
+def _by_name(name: str) -> ir.Selector:
+    return ir.Selector.of([ir.Requirement(NAMESPACE_NAME_LABEL, ir.Operator.IN, (name,))])
+
+
+def _scope_by_name(name: str) -> NsScope:
+    return lambda n, _labels: n == name
+
+
+def mentions_of_program(program: ir.Program, into: Mentions | None = None) -> Mentions:
+    m = into or Mentions()
+    for ns in program.namespaces:
+        m.namespace_selector(_by_name(ns.name))
+    for name in program.system_namespaces:
+        m.namespace_selector(_by_name(name))
+    for s in program.services:
+        m.pod_selector(_workload_scope(m, s), s.selector)
+    for iso in program.isolations:
+        if iso.cluster is not None:
+            m.namespace_match(iso.cluster)
+        else:
+            m.namespace_selector(_by_name(iso.namespace))
+    for rule in program.rules:
+        m.pod_selector(_workload_scope(m, rule.subject), rule.subject.selector)
+        for peer in rule.peers:
+            if isinstance(peer, ir.PodPeer):
+                m.pod_selector(m.namespace_match(peer.namespaces), peer.pods)
+            elif isinstance(peer, ir.CidrPeer):
+                m.network(peer.cidr)
+                for x in peer.excepts:
+                    m.network(x)
+            elif isinstance(peer, ir.FqdnPeer):
+                (m.dns_patterns if peer.is_pattern else m.dns_names).add(peer.name)
+        for p in rule.ports:
+            _mention_port(m, p)
+    for e in program.expectations:
+        if e.port is not None:
+            _mention_port(m, e.port)
+        for text in (e.source, e.destination):
+            m.network(text)
+    return m
+
+
+def _mention_port(m: Mentions, p: ir.PortMatch) -> None:
+    if p.name is not None:
+        m.port_names.add((p.name, p.protocol))
+    elif p.port is not None:
+        m.port_range(p.protocol, p.port, p.end_port or p.port)
+
+
+def _workload_scope(m: Mentions, w: ir.Workload) -> NsScope:
+    if w.cluster is not None:
+        return m.namespace_match(w.cluster)
+    m.namespace_selector(_by_name(w.namespace))
+    return _scope_by_name(w.namespace)
+
+
+# ---- the emitted objects: every label, port, CIDR and name they test (over-collecting only costs cells)
+
+_CALICO_ATOM = re.compile(
+    r"(?P<key>[A-Za-z0-9_./\-]+)\s*(?:(?:==|!=)\s*(?P<q>'[^']*'|\"[^\"]*\")"
+    r"|(?:not\s+)?in\s*\{(?P<set>[^}]*)\})"
+    r"|has\(\s*(?P<has>[A-Za-z0-9_./\-]+)\s*\)"
+)
+_CILIUM_NS = "io.kubernetes.pod.namespace"
+_CILIUM_NS_LABELS = "io.cilium.k8s.namespace.labels."
+_CALICO_NS_NAME = "projectcalico.org/name"
+
+
+def _plain(key: str) -> str:
+    for source in ("k8s:", "any:"):
+        if key.startswith(source):
+            return key[len(source):]
+    return key
+
+
+def _label_selector_atoms(selector: Any) -> Iterator[tuple[str, str | None]]:
+    if not isinstance(selector, Mapping):
+        return
+    for k, v in (selector.get("matchLabels") or {}).items():
+        yield str(k), str(v)
+    for e in selector.get("matchExpressions") or ():
+        if isinstance(e, Mapping) and "key" in e:
+            yield str(e["key"]), None
+            for v in e.get("values") or ():
+                yield str(e["key"]), str(v)
+
+
+def _calico_atoms(text: Any) -> Iterator[tuple[str, str | None]]:
+    if not isinstance(text, str):
+        return
+    for m in _CALICO_ATOM.finditer(text):
+        if m.group("has"):
+            yield m.group("has"), None
+            continue
+        key = m.group("key")
+        yield key, None
+        if m.group("q"):
+            yield key, m.group("q")[1:-1]
+        for item in (m.group("set") or "").split(","):
+            item = item.strip()
+            if len(item) >= 2 and item[0] in "'\"":
+                yield key, item[1:-1]
+
+
+def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> None:
+    """Add what the objects test: label keys and values (with the namespace a namespaced selector is
+    confined to), namespace labels, ports, CIDRs, DNS names."""
+    for obj in objects:
+        api = str(obj.get("apiVersion", ""))
+        cilium = api.startswith("cilium.io/")
+        calico = api.startswith("projectcalico.org/")
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        for path, value, parent in _walk(obj.get("spec") or {}, (), {}):
+            last = path[-1] if path else ""
+            # a namespaced object's selector with no namespace selector beside it means its own namespace
+            confined = namespace if isinstance(namespace, str) and "namespaceSelector" not in parent else None
+            if calico and last in ("selector", "notSelector"):
+                for k, v in _calico_atoms(value):
+                    m.object_atom(confined, k, v)
+            elif calico and last == "namespaceSelector":
+                for k, v in _calico_atoms(value):
+                    m.ns_space.mention(NAMESPACE_NAME_LABEL if k == _CALICO_NS_NAME else k, v)
+            elif last in ("podSelector", "endpointSelector", "fromEndpoints", "toEndpoints"):
+                for sel in value if isinstance(value, list) else [value]:
+                    atoms = list(_label_selector_atoms(sel))
+                    if cilium:
+                        names_namespace = any(_plain(k) == _CILIUM_NS for k, _ in atoms)
+                        for k, v in atoms:
+                            key = _plain(k)
+                            if key == _CILIUM_NS:
+                                m.ns_space.mention(NAMESPACE_NAME_LABEL, v)
+                            elif key.startswith(_CILIUM_NS_LABELS):
+                                m.ns_space.mention(key[len(_CILIUM_NS_LABELS):], v)
+                            elif not key.startswith("reserved:"):
+                                m.object_atom(None if names_namespace else confined, key, v)
+                    else:
+                        for k, v in atoms:
+                            m.object_atom(confined, k, v)
+            elif last == "namespaceSelector":
+                for k, v in _label_selector_atoms(value):
+                    m.ns_space.mention(k, v)
+            elif last in ("cidr", "except", "nets", "notNets", "toCIDR", "fromCIDR"):
+                for text in value if isinstance(value, list) else [value]:
+                    if isinstance(text, str):
+                        m.network(text)
+            elif last == "matchName" and isinstance(value, str):
+                m.dns_names.add(value.rstrip("."))
+            elif last == "matchPattern" and isinstance(value, str):
+                m.dns_patterns.add(value.rstrip("."))
+            elif calico and last in ("ingress", "egress") and isinstance(value, list):
+                for rule in value:  # Calico names the protocol once per rule, beside its ports
+                    if not isinstance(rule, Mapping):
+                        continue
+                    proto = rule.get("protocol")
+                    protocol = Protocol(proto) if proto in Protocol._value2member_map_ else None
+                    for side in ("source", "destination"):
+                        for key in ("ports", "notPorts"):
+                            for item in (rule.get(side) or {}).get(key) or ():
+                                _object_port(m, item, protocol)
+            elif not calico and last in ("ports", "notPorts") and isinstance(value, list):
+                for item in value:
+                    _object_port(m, item)
+        if calico and obj.get("kind") in ("GlobalNetworkSet", "NetworkSet"):
+            for k, v in ((obj.get("metadata") or {}).get("labels") or {}).items():
+                m.object_atom(None, str(k), str(v))
+
+
+def _object_port(m: Mentions, item: Any, rule_protocol: Protocol | None = None) -> None:
+    if isinstance(item, int) and not isinstance(item, bool):
+        m.port_range(rule_protocol, item, item)
+    elif isinstance(item, str):
+        if re.fullmatch(r"\d+:\d+", item):
+            lo, hi = map(int, item.split(":"))
+            m.port_range(rule_protocol, lo, hi)
+        elif item.isdigit():
+            m.port_range(rule_protocol, int(item), int(item))
+        elif item:
+            m.port_names.add((item, rule_protocol))
+    elif isinstance(item, Mapping):
+        port, end = item.get("port"), item.get("endPort")
+        proto_text = item.get("protocol", "TCP")  # Kubernetes' default; Cilium's ANY: every protocol
+        protocol = Protocol(proto_text) if proto_text in Protocol._value2member_map_ else None
+        if isinstance(port, int) and not isinstance(port, bool):
+            m.port_range(protocol, port, end if isinstance(end, int) else port)
+        elif isinstance(port, str) and port.isdigit():
+            if port != "0":
+                m.port_range(protocol, int(port), int(end) if isinstance(end, int) else int(port))
+        elif isinstance(port, str) and port:
+            m.port_names.add((port, protocol))
+
+
+def _walk(value: Any, path: tuple[str, ...], parent: Mapping[str, Any]
+          ) -> Iterator[tuple[tuple[str, ...], Any, Mapping[str, Any]]]:
+    """(path, value, the mapping holding it) for everything below value."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield (*path, str(k)), v, value
+            yield from _walk(v, (*path, str(k)), value)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, path, parent)
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+NonPodHook = Callable[[Sequence[Mapping[str, str]], Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]],
+                      list[External]]
+# target -> the target's own non-pod identities, given the pod label classes and the external address
+# classes (filled in by netdsl.semantics.targets)
+NON_POD_BY_TARGET: dict[str, NonPodHook] = {}
+
+
+@dataclass(frozen=True)
+class Universe:
+    topology: Topology
+    probes: tuple[Probe, ...]
+
+
+def build(programs: ir.Program | Sequence[ir.Program],
+          objects_by_target: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Universe:
+    """The class topology and probes for one or more programs (diff compares two) and the objects
+    emitted for them: the cells refine all of them, and each target's own identities are added."""
+    programs = [programs] if isinstance(programs, ir.Program) else list(programs)
+    m = Mentions()
+    for program in programs:
+        mentions_of_program(program, m)
+    m.program_atoms = _atoms_of(s for _, s in m.pod_selectors)
+    for objects in (objects_by_target or {}).values():
+        mentions_of_objects(objects, m)
+    services = [s for program in programs for s in program.services]
+    return _build(m, sorted(objects_by_target or {}), services)
+
+
+def _namespace_cells(m: Mentions) -> list[tuple[str, int, dict[str, str]]]:
+    space = m.ns_space
+    for key, values in list(space.values.items()):  # every value mentioned for a key splits on its own
+        for v in sorted(values):
+            m.namespace_selectors.append(ir.Selector.of([ir.Requirement(key, ir.Operator.IN, (v,))]))
+        if key != NAMESPACE_NAME_LABEL:
+            m.namespace_selectors.append(ir.Selector.of([ir.Requirement(key, ir.Operator.EXISTS)]))
+    cells: list[Cell] = [{}]
+    seen: set[ir.Selector] = set()
+    for selector in m.namespace_selectors:
+        if selector in seen:
+            continue
+        seen.add(selector)
+        constraint = space.constraint(selector)
+        if constraint is not None:
+            cells = refine(cells, constraint, space)
+    names_taken = set(space.values.get(NAMESPACE_NAME_LABEL, ()))
+    out: list[tuple[str, int, dict[str, str]]] = []
+    variants: dict[str, int] = defaultdict(int)
+    fresh = 0
+    for cell in sorted(cells, key=lambda c: sorted((k, sorted(v)) for k, v in c.items())):
+        labels = example(cell, space)
+        name = labels.pop(NAMESPACE_NAME_LABEL, None)
+        if name is None or name.startswith("netdsl-other"):
+            fresh += 1
+            name = _fresh(names_taken, f"other-namespace-{fresh}" if fresh > 1 else "other-namespace")
+            names_taken.add(name)
+        out.append((name, variants[name], labels))
+        variants[name] += 1
+    return out
+
+
+def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str]) -> list[dict[str, str]]:
+    space = m.pod_space
+    cells: list[Cell] = [{}]
+    seen: set[ir.Selector] = set()
+    relevant: list[ir.Selector] = []
+    for scope, selector in m.pod_selectors:
+        if selector in seen or (scope is not None and not scope(name, labels)):
+            continue
+        seen.add(selector)
+        relevant.append(selector)
+    # Atoms the objects test that the program does not (none for correct output) split on their own:
+    # a namespace's own atoms against the program's selectors for it, the unconfined ones against all.
+    here = _atoms_of(relevant)
+    confined: tuple[tuple[str | None, set[tuple[str, str | None]]], ...] = ((name, here), (None, m.program_atoms))
+    for where, known in confined:
+        for key, values in m.object_atoms.get(where, {}).items():
+            for v in sorted(values, key=lambda x: (x is not None, x or "")):
+                if (key, v) not in known:
+                    relevant.append(ir.Selector.of(
+                        [ir.Requirement(key, ir.Operator.IN, (v,)) if v is not None
+                         else ir.Requirement(key, ir.Operator.EXISTS)]))
+    for selector in relevant:
+        constraint = space.constraint(selector)
+        if constraint is not None:
+            cells = refine(cells, constraint, space)
+    return [example(c, space) for c in cells]
+
+
+def _atoms_of(selectors: Iterable[ir.Selector]) -> set[tuple[str, str | None]]:
+    out: set[tuple[str, str | None]] = set()
+    for s in selectors:
+        for r in s.requirements:
+            out.add((r.key, None))
+            out.update((r.key, v) for v in r.values)
+    return out
+
+
+def _probes(m: Mentions) -> tuple[Probe, ...]:
+    out: list[Probe] = []
+    for protocol in Protocol:
+        bounds = sorted({1, 65536, *(b for b in m.ports.get(protocol, ()) if 1 <= b <= 65536)})
+        out += [(protocol, b) for b in bounds[:-1]]
+    return tuple(out)
+
+
+def _addresses(m: Mentions) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for version, top in ((4, 2**32), (6, 2**128)):
+        bounds = {0, top}
+        for net in m.networks:
+            if net.version == version:
+                bounds.add(int(net.network_address))
+                bounds.add(int(net.broadcast_address) + 1)
+        cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        out += [cls(b) for b in sorted(bounds)[:-1]]
+    return out
+
+
+def _dns_names(m: Mentions) -> list[str]:
+    names = set(m.dns_names)
+    for pattern in m.dns_patterns:
+        if pattern == "*":
+            continue
+        names.add(pattern.replace("*", "x"))
+        names.add(pattern.replace("*", "x.y"))  # `*` is one label: a name with a dot there must not match
+        names.add(pattern.replace("*", ""))
+    if names or m.dns_patterns:
+        names.add("netdsl-unmatched.example")
+    return sorted(n for n in names if n and not n.startswith("."))
+
+
+def _named_port_bindings(m: Mentions, probes: Sequence[Probe]) -> list[dict[str, tuple[int, Protocol]]]:
+    """The named-port bindings a destination pod class is copied with."""
+    by_protocol: dict[Protocol, set[str]] = defaultdict(set)
+    for name, protocol in m.port_names:
+        for proto in (protocol,) if protocol is not None else tuple(Protocol):
+            by_protocol[proto].add(name)
+    bindings: list[dict[str, tuple[int, Protocol]]] = []
+    for protocol, names in sorted(by_protocol.items(), key=lambda kv: kv[0].value):
+        ordered = sorted(names)
+        if len(ordered) <= MAX_NAME_SUBSETS:
+            subsets = [c for k in range(1, len(ordered) + 1) for c in itertools.combinations(ordered, k)]
+        else:
+            subsets = [(n,) for n in ordered] + [tuple(ordered)]
+        for proto, port in probes:
+            if proto is protocol:
+                bindings += [{n: (port, protocol) for n in subset} for subset in subsets]
+    return bindings
+
+
+def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.Workload]) -> str:
+    """A readable name for a pod class: the services it belongs to, else its labels."""
+    named = sorted({s.name for s in services if s.declared and s.selector.matches(dict(labels)) and (
+        s.namespace == namespace if s.cluster is None else True)})
+    if named:
+        return "+".join(named)
+    if not labels:
+        return "unlabelled"
+    return "pod{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
+def _port_suffix(binding: Mapping[str, tuple[int, Protocol]]) -> str:
+    return "@" + ",".join(f"{n}={p}/{proto.value.lower()}" for n, (p, proto) in sorted(binding.items()))
+
+
+def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload]) -> Universe:
+    probes = _probes(m)
+    bindings = _named_port_bindings(m, probes)
+    namespaces: dict[str, dict[str, str]] = {}
+    variants: dict[tuple[str, int], dict[str, str]] = {}
+    pods: list[Pod] = []
+    label_sets: dict[tuple[tuple[str, str], ...], None] = {}
+    for name, variant, labels in _namespace_cells(m):
+        if variant:
+            variants[(name, variant)] = labels
+        else:
+            namespaces[name] = labels
+        suffix = "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if variant else ""
+        taken: set[str] = set()
+        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}):
+            label_sets[tuple(sorted(pod_labels.items()))] = None
+            base = _fresh(taken, _pod_name(name, pod_labels, services) + suffix)
+            taken.add(base)
+            pods.append(Pod(name, base, pod_labels, {}, variant))
+            for binding in bindings:
+                pods.append(Pod(name, base + _port_suffix(binding), pod_labels, binding, variant))
+            if len(pods) > MAX_ENDPOINTS:
+                raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
+    addresses = _addresses(m)
+    externals = [External(a) for a in addresses]
+    names = _dns_names(m)
+    if names:
+        spread = addresses if len(names) * len(addresses) <= MAX_NAMED_EXTERNALS else addresses[:1]
+        externals += [External(a, name) for name in names for a in spread]
+    for target in targets:
+        hook = NON_POD_BY_TARGET.get(target)
+        if hook is not None:
+            externals += hook([dict(k) for k in label_sets], addresses)
+    topology = Topology(namespaces, tuple(pods), tuple(dict.fromkeys(externals)), variants)
+    return Universe(topology, probes)
