@@ -1,9 +1,10 @@
 """`netdsl diff OLD NEW`: which connections a change to a program adds and removes.
 
 OLD and NEW are .seg files, directories of them, or git revisions (`HEAD~1`, `main:policies`). Both
-programs are evaluated by the program semantics over one topology - the union of what each program
-models (or a cluster's, with --topology) - with the same probed ports, so a refactor that moves
-statements or renames a service or group shows no change, and a real change shows up as connections.
+programs are evaluated by the program semantics over one topology - the class topology of both
+(netdsl.semantics.universe: every cluster), or a cluster's with --topology - with the same port
+classes, so a refactor that moves statements or renames a service or group shows no change (proven for
+every cluster), and a real change shows up as classes of connections with an example each.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from netdsl.semantics.engine import (
 )
 from netdsl.semantics.model import Connection, Endpoint, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
+from netdsl.semantics.universe import build, range_text
+from netdsl.semantics.verify import coexist
 from netdsl.source import SourceFile
 
 MARKDOWN_ROWS = 200  # a pull-request comment has a size limit
@@ -120,6 +123,7 @@ class Difference:
     added: list[Change] = field(default_factory=list)
     removed: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    every_cluster: bool = False  # over the class topology: the changes (or none) hold in every cluster
 
     @property
     def changed(self) -> bool:
@@ -131,18 +135,24 @@ class Difference:
 
 def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
                topology: Topology | None = None) -> Difference:
-    derived, notes = merge_topologies(topology_from_program(old), topology_from_program(new))
+    """What NEW allows that OLD does not and the other way round: over the class topology of both
+    programs (so "no change" holds in every cluster, and each change names a class of pods with an
+    example), or over a given cluster's topology."""
+    notes: list[str] = []
     if topology is None:
-        topology = derived
+        universe = build([old, new])
+        topology, probes, every = universe.topology, universe.probes, True
     else:  # the cluster's pods, and the addresses the programs' CIDRs are probed with
-        topology, notes = with_externals(topology, derived), []
-    probes = probes_for([old, new], topology)
+        derived, _ = merge_topologies(topology_from_program(old), topology_from_program(new))
+        topology = with_externals(topology, derived)
+        probes, every = probes_for([old, new], topology), False
     before, after = ProgramSemantics(old, topology), ProgramSemantics(new, topology)
     old_m, new_m = matrix(before, topology, probes), matrix(after, topology, probes)
     grouped: dict[tuple[Endpoint, Endpoint, bool], list[Probe]] = {}
     for src, dst, probe, allowed_now in new_m.differences(old_m):
-        grouped.setdefault((src, dst, allowed_now), []).append(probe)
-    result = Difference(old_name, new_name, topology, probes, notes=notes)
+        if coexist(src, dst):
+            grouped.setdefault((src, dst, allowed_now), []).append(probe)
+    result = Difference(old_name, new_name, topology, probes, notes=notes, every_cluster=every)
     for (src, dst, allowed_now), ports in grouped.items():
         ports = sort_probes(ports)
         conn = Connection(src, dst, *ports[0])
@@ -157,27 +167,40 @@ def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
 # ------------------------------------------------------------------------------------------ rendering
 
 
-def _ports(c: Change) -> str:
+def _ports(d: Difference, c: Change) -> str:
+    if d.every_cluster:  # each probe stands for its port class
+        return ", ".join(range_text(d.probes, p) for p in c.probes)
     return ", ".join(probe_text(p) for p in c.probes)
+
+
+def _pair(c: Change) -> tuple[str, str]:
+    return str(c.src), ("another replica of it" if c.src == c.dst else str(c.dst))
 
 
 def _summary(d: Difference) -> str:
     added, removed = d.counts()
     return (f"{added} connection{'s' * (added != 1)} added, {removed} removed "
-            f"({len(d.topology.endpoints)} endpoints, {len(d.probes)} probed ports)")
+            f"({_scope(d)})")
+
+
+def _scope(d: Difference) -> str:
+    if d.every_cluster:
+        return (f"in every cluster: {len(d.topology.endpoints)} classes of endpoints, "
+                f"{len(d.probes)} classes of ports")
+    return f"{len(d.topology.endpoints)} endpoints, {len(d.probes)} probed ports"
 
 
 def render_text(d: Difference) -> str:
     out = [f"netdsl diff {d.old} {d.new}"]
     out += [f"note: {n}" for n in d.notes]
     if not d.changed:
-        out.append(f"No change: both allow exactly the same connections ({len(d.topology.endpoints)} endpoints, "
-                   f"{len(d.probes)} probed ports).")
+        out.append(f"No change: both allow exactly the same connections ({_scope(d)}).")
         return "\n".join(out) + "\n"
     out.append("")
     for sign, changes in (("+", d.added), ("-", d.removed)):
         for c in changes:
-            out.append(f"{sign} {c.src} -> {c.dst}  {_ports(c)}")
+            src, dst = _pair(c)
+            out.append(f"{sign} {src} -> {dst}  {_ports(d, c)}")
             if sign == "+":
                 out += [f"    now: {r}" for r in c.now] or ["    now: no policy applies"]
             else:
@@ -200,12 +223,11 @@ def render_markdown(d: Difference) -> str:
     if d.notes:
         out.append("")
     if not d.changed:
-        out.append(f"**No change**: both allow exactly the same connections ({len(d.topology.endpoints)} endpoints, "
-                   f"{len(d.probes)} probed ports).")
+        out.append(f"**No change**: both allow exactly the same connections ({_scope(d)}).")
         return "\n".join(out) + "\n"
     added, removed = d.counts()
     out += [f"**{added} connection{'s' * (added != 1)} added, {removed} removed** "
-            f"({len(d.topology.endpoints)} endpoints, {len(d.probes)} probed ports).", "",
+            f"({_scope(d)}).", "",
             "| | from | to | ports | why |", "|---|---|---|---|---|"]
     rows = 0
     total = len(d.added) + len(d.removed)
@@ -218,7 +240,8 @@ def render_markdown(d: Difference) -> str:
                 why = "<br>".join(_md(r) for r in c.now) or "no policy applies"
             else:
                 why = "<br>".join(["was: " + _md(r) for r in c.was] + ["now: " + _md(r) for r in c.now])
-            out.append(f"| {word} | {_md(str(c.src))} | {_md(str(c.dst))} | {_ports(c)} | {why} |")
+            src, dst = _pair(c)
+            out.append(f"| {word} | {_md(src)} | {_md(dst)} | {_ports(d, c)} | {why} |")
     if total > rows:
         out += ["", f"... and {total - rows} more pairs (run `netdsl diff` locally for all of them)."]
     out += ["", "<details><summary>Probed ports</summary>", "",
@@ -228,11 +251,12 @@ def render_markdown(d: Difference) -> str:
 
 def render_json(d: Difference) -> str:
     def change(c: Change) -> dict[str, Any]:
-        return {"from": str(c.src), "to": str(c.dst), "ports": [probe_text(p) for p in c.probes],
+        return {"from": str(c.src), "to": str(c.dst),
+                "ports": [range_text(d.probes, p) if d.every_cluster else probe_text(p) for p in c.probes],
                 "was": list(c.was), "now": list(c.now)}
 
     return json.dumps({
-        "old": d.old, "new": d.new, "changed": d.changed,
+        "old": d.old, "new": d.new, "changed": d.changed, "every_cluster": d.every_cluster,
         "endpoints": [str(e) for e in d.topology.endpoints], "probes": [probe_text(p) for p in d.probes],
         "added": [change(c) for c in d.added], "removed": [change(c) for c in d.removed], "notes": d.notes,
     }, indent=2, ensure_ascii=False) + "\n"

@@ -1,69 +1,129 @@
-"""`expect` statements: checked against the program itself and against the objects emitted for each
-target, over the topology the program implies (one pod per declared service, see
-topology_from_program). A failed expectation is an error at its line, with what decided."""
+"""`expect` statements, checked against the program itself and against the objects emitted for each
+target, over the class topology (netdsl.semantics.universe): their verdicts hold in every cluster.
+
+An endpoint of an expectation is a class: a service (`ns/name`: every pod its selector matches in
+that namespace, whatever else it carries, in a namespace of any labels), or an IP address.
+`allowed` holds when every member of the source class may reach every member of the destination
+class (on the port; without a port, on some port), `denied` when no member may reach any (on the
+port; without one, on any port). A named port means each destination pod's port of that name, on the
+pods that have one. A failed expectation is an error at its line with a counterexample and what
+decided it.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from typing import Protocol as TypingProtocol
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error
-from netdsl.ir import Protocol
-from netdsl.semantics.model import Connection, Topology, Verdict, topology_from_program
+from netdsl.semantics.matrix import Evaluator, Matrix, Probe, matrix, probe_text
+from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology
 from netdsl.semantics.program import ProgramSemantics
-from netdsl.semantics.targets import EVALUATOR_BY_TARGET, probes_for
-
-
-class Evaluator(TypingProtocol):
-    def decide(self, conn: Connection) -> Verdict: ...
+from netdsl.semantics.targets import EVALUATOR_BY_TARGET
+from netdsl.semantics.universe import build
+from netdsl.semantics.verify import coexist, describe_endpoint
 
 
 def check_expectations(
     program: ir.Program, emitted: Mapping[str, Iterable[Mapping[str, Any]]]
 ) -> list[Diagnostic]:
     """Errors for expectations that do not hold for the program or for one of the `emitted` targets
-    (target name -> its objects)."""
+    (target name -> its objects), in some cluster."""
     if not program.expectations:
         return []
-    topology = topology_from_program(program)
+    objects = {t: list(o) for t, o in emitted.items()}
+    universe = build(program, objects)
+    topology = universe.topology
     evaluators: dict[str, Evaluator] = {"the program": ProgramSemantics(program, topology)}
-    for target, objects in emitted.items():
-        evaluators[f"target `{target}`"] = EVALUATOR_BY_TARGET[target](list(objects), topology)
-    probes = probes_for([program], topology)
+    for target, objs in objects.items():
+        evaluators[f"target `{target}`"] = EVALUATOR_BY_TARGET[target](objs, topology)
+    matrices = {who: matrix(ev, topology, universe.probes) for who, ev in evaluators.items()}
     out: list[Diagnostic] = []
     for e in program.expectations:
-        problem = _check(e, topology, evaluators, probes)
+        problem = _check(e, program, topology, universe.probes, evaluators, matrices)
         if problem is not None:
             out.append(problem)
     return out
 
 
-def _check(
-    e: ir.Expectation, topology: Topology, evaluators: Mapping[str, Evaluator], probes: Sequence[tuple[Protocol, int]]
-) -> Diagnostic | None:
-    src, dst = topology.find(e.source), topology.find(e.destination)
-    if src is None or dst is None or src == dst:
-        return error("expectation", f"cannot evaluate `{e.text}`: no distinct endpoints for it", e.span)
-    if e.port is not None and e.port.port is not None:
-        conns = [Connection(src, dst, e.port.protocol, e.port.port)]
+def members(text: str, program: ir.Program, topology: Topology) -> list[Endpoint]:
+    """The endpoints of the class topology an expectation's endpoint stands for."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
     else:
-        conns = [Connection(src, dst, proto, port) for proto, port in probes]
-    for who, evaluator in evaluators.items():
-        verdicts = [(c, evaluator.decide(c)) for c in conns]
-        if e.allowed:
-            if any(v.allowed for _, v in verdicts):
-                continue
-            conn, verdict = verdicts[0]
-            what = f"{conn} is denied" if len(conns) == 1 else f"{src} -> {dst} is denied on every port"
+        return [next((x for x in topology.externals if x.address == address and x.identity is None
+                      and x.name is None), External(address))]
+    ns, _, name = text.rpartition("/")
+    services = [s for s in program.services if s.name == name and s.cluster is None and s.namespace == ns]
+    return [p for p in topology.pods for s in services
+            if p.namespace == s.namespace and s.selector.matches(dict(p.labels))]
+
+
+def _probe_of(e: ir.Expectation, dst: Endpoint) -> Probe | None:
+    """The probe of an expectation with a port, for one destination (None: a named port it lacks)."""
+    assert e.port is not None
+    if e.port.name is None:
+        assert e.port.port is not None
+        return e.port.protocol, e.port.port
+    if isinstance(dst, Pod) and e.port.name in dst.ports:
+        number, protocol = dst.ports[e.port.name]
+        if protocol is e.port.protocol:
+            return protocol, number
+    return None
+
+
+def _check(e: ir.Expectation, program: ir.Program, topology: Topology, probes: Sequence[Probe],
+           evaluators: Mapping[str, Evaluator], matrices: Mapping[str, Matrix]) -> Diagnostic | None:
+    sources, destinations = members(e.source, program, topology), members(e.destination, program, topology)
+    pairs = [(s, d) for s in sources for d in destinations
+             if coexist(s, d) and not (isinstance(s, External) and isinstance(d, External))]
+    if not pairs:
+        return error("expectation", f"cannot evaluate `{e.text}`: no pods or addresses on both ends", e.span)
+    extra = [x for s, d in pairs for x in (s, d) if isinstance(x, External) and x not in topology.externals]
+    for who, m in matrices.items():
+        failure = _first_failure(e, pairs, probes, m, evaluators[who] if extra else None)
+        if failure is None:
+            continue
+        src, dst, probe, allowed = failure
+        conn = Connection(src, dst, *probe)
+        verdict = evaluators[who].decide(conn)
+        where = f"{describe_endpoint(src, topology)} -> " + (
+            "another replica of it" if src == dst else describe_endpoint(dst, topology))
+        if e.allowed and e.port is None:
+            what = f"{where} is denied on every port"
         else:
-            offending = [(c, v) for c, v in verdicts if v.allowed]
-            if not offending:
-                continue
-            conn, verdict = offending[0]
-            what = f"{conn} is allowed"
+            what = f"{where} on {probe_text(probe)} is {'allowed' if allowed else 'denied'}"
         why = "; ".join(verdict.reasons) if verdict.reasons else "no policy applies to it"
         return error("expectation", f"expectation does not hold for {who}: {what}", e.span,
                      f"decided by: {why}")
+    return None
+
+
+def _allowed(m: Matrix, evaluator: Evaluator | None, src: Endpoint, dst: Endpoint, probe: Probe) -> bool:
+    if evaluator is not None:
+        return evaluator.decide(Connection(src, dst, *probe)).allowed
+    return m.is_allowed(src, dst, probe)
+
+
+def _first_failure(e: ir.Expectation, pairs: Sequence[tuple[Endpoint, Endpoint]], probes: Sequence[Probe],
+                   m: Matrix, evaluator: Evaluator | None) -> tuple[Endpoint, Endpoint, Probe, bool] | None:
+    for src, dst in pairs:
+        if e.port is not None:
+            probe = _probe_of(e, dst)
+            if probe is None:
+                continue  # this destination has no port of that name
+            if _allowed(m, evaluator, src, dst, probe) != e.allowed:
+                return src, dst, probe, not e.allowed
+            continue
+        if e.allowed:
+            if not any(_allowed(m, evaluator, src, dst, p) for p in probes):
+                return src, dst, probes[0], False
+        else:
+            hit = next((p for p in probes if _allowed(m, evaluator, src, dst, p)), None)
+            if hit is not None:
+                return src, dst, hit, True
     return None

@@ -456,8 +456,9 @@ def build(programs: ir.Program | Sequence[ir.Program],
     m.program_atoms = _atoms_of(s for _, s in m.pod_selectors)
     for objects in (objects_by_target or {}).values():
         mentions_of_objects(objects, m)
-    services = [s for program in programs for s in program.services]
-    return _build(m, sorted(objects_by_target or {}), services)
+    # pods are named after the services of the last program (diff: NEW), else of any
+    return _build(m, sorted(objects_by_target or {}), programs[-1].services,
+                  [s for program in programs[:-1] for s in program.services])
 
 
 def _namespace_cells(m: Mentions) -> list[tuple[str, int, dict[str, str]]]:
@@ -537,6 +538,18 @@ def _probes(m: Mentions) -> tuple[Probe, ...]:
     return tuple(out)
 
 
+def probe_range(probes: Sequence[Probe], probe: Probe) -> tuple[int, int]:
+    """The ports a probe of the class topology stands for: up to the next probe of its protocol."""
+    protocol, port = probe
+    higher = [p for proto, p in probes if proto is protocol and p > port]
+    return port, (min(higher) - 1 if higher else 65535)
+
+
+def range_text(probes: Sequence[Probe], probe: Probe) -> str:
+    lo, hi = probe_range(probes, probe)
+    return f"{lo}/{probe[0].value.lower()}" if lo == hi else f"{lo}-{hi}/{probe[0].value.lower()}"
+
+
 def _addresses(m: Mentions) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for version, top in ((4, 2**32), (6, 2**128)):
@@ -597,7 +610,8 @@ def _port_suffix(binding: Mapping[str, tuple[int, Protocol]]) -> str:
     return "@" + ",".join(f"{n}={p}/{proto.value.lower()}" for n, (p, proto) in sorted(binding.items()))
 
 
-def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload]) -> Universe:
+def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
+           fallback: Sequence[ir.Workload] = ()) -> Universe:
     probes = _probes(m)
     bindings = _named_port_bindings(m, probes)
     namespaces: dict[str, dict[str, str]] = {}
@@ -613,7 +627,10 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload])
         taken: set[str] = set()
         for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}):
             label_sets[tuple(sorted(pod_labels.items()))] = None
-            base = _fresh(taken, _pod_name(name, pod_labels, services) + suffix)
+            readable = _pod_name(name, pod_labels, services)
+            if readable.startswith("pod{") and fallback:
+                readable = _pod_name(name, pod_labels, fallback)
+            base = _fresh(taken, readable + suffix)
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant))
             for binding in bindings:
