@@ -205,7 +205,7 @@ def translation_errors(program: ir.Program, target: str, objects: Sequence[Mappi
     if proof.holds:
         return []
     first = proof.counterexamples[0]
-    more = "".join(f"\n  also: {c.describe(proof.universe.topology, target)}" for c in proof.counterexamples[1:])
+    more = "".join(f"; also {c.describe(proof.universe.topology, target)}" for c in proof.counterexamples[1:2])
     cells = f"{proof.differing} class{'es' * (proof.differing != 1)} of connections"
     return [error(
         "translation",
