@@ -295,6 +295,8 @@ def _read_json(root: _Root, name: str, what: str) -> dict[str, Any] | None:
     kind, data = root.inspect((name,))
     if kind == "absent":
         return None
+    if kind == "link":
+        raise OutputError(f"{root.show(name)} is a symbolic link; netdsl never reads or writes through links")
     if kind != "file":
         raise OutputError(f"{root.show(name)} is not a regular file; move it away and run again")
     try:

@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -291,3 +291,166 @@ def test_a_run_that_cannot_get_the_lock_names_the_holder(tmp_path: Path) -> None
     # the holder was killed holding the lock: the next run takes it over
     assert cli(out, tmp_path / "a.seg").wait(timeout=120) == 0
     assert not temporaries(out)
+
+
+# --- what netdsl may touch ---------------------------------------------------------------------------------
+
+
+def test_the_manifest_lists_exactly_what_was_written(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    put(out, FOREIGN)
+    write_directory(out, build(tmp_path, OLD))
+    listing = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
+    written = {rel: data for rel, data in files(out).items() if rel not in FOREIGN and rel != MANIFEST}
+    assert listing == {rel: digest(data) for rel, data in written.items()}
+    assert "kustomization.yaml" in listing
+
+
+def test_another_programs_output_in_a_subdirectory_survives(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    put(out, FOREIGN)
+    write_directory(out, build(tmp_path, OLD))
+    write_directory(out, build(tmp_path, "namespace x {\n  isolate\n}\n"))  # every earlier file stale
+    assert {rel: files(out)[rel] for rel in FOREIGN} == FOREIGN
+    assert not (out / "staging").exists()  # the folder netdsl emptied is gone
+
+
+def test_a_directory_from_before_the_manifest_loses_nothing(tmp_path: Path) -> None:
+    """Without a manifest, netdsl replaces marked files at the paths it writes and removes nothing."""
+    out = tmp_path / "deploy"
+    stale = GENERATED_MARK.encode() + b" Do not edit\nkind: NetworkPolicy\n"
+    put(out, {"staging/networkpolicy-gone.yaml": stale,
+              "kustomization.yaml": GENERATED_MARK.encode() + b" old\n",
+              ".netdsl-abc_1234.tmp": b"left by an old netdsl\n",
+              "production/.netdsl-zz99zz99.tmp": b"left by an old netdsl\n"})
+    outcome = write_directory(out, build(tmp_path, OLD))
+    assert outcome.removed == []
+    assert (out / "staging/networkpolicy-gone.yaml").read_bytes() == stale
+    assert (out / "kustomization.yaml").read_bytes().startswith(GENERATED_MARK.encode() + b" Do not edit")
+    assert not temporaries(out)  # the old netdsl's temporaries are cleaned up
+
+
+def test_a_file_edited_since_netdsl_wrote_it_is_kept(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    write_directory(out, build(tmp_path, OLD))
+    edited = out / "staging/networkpolicy-web.yaml"
+    edited.write_bytes(edited.read_bytes() + b"# my change\n")
+    before = files(out)
+    smaller = OLD[: OLD.index("namespace staging")]
+    with pytest.raises(OutputError, match="changed since netdsl wrote it and is no longer produced"):
+        write_directory(out, build(tmp_path, smaller))
+    with pytest.raises(OutputError, match="changed since netdsl wrote it; not replacing it"):
+        write_directory(out, build(tmp_path, OLD.replace("on 80\n", "on 81\n")))
+    assert files(out) == before and not temporaries(out)
+
+
+@pytest.mark.parametrize("listed", ["../outside.yaml", "/etc/passwd", "a//b.yaml", ".netdsl.lock"])
+def test_a_hostile_manifest_removes_nothing(tmp_path: Path, listed: str) -> None:
+    (tmp_path / "outside.yaml").write_text("mine\n", encoding="utf-8")
+    out = tmp_path / "deploy"
+    write_directory(out, build(tmp_path, OLD))
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"][listed] = digest(b"mine\n")
+    (out / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    before = files(out)
+    with pytest.raises(OutputError, match="not a path netdsl writes"):
+        write_directory(out, build(tmp_path, NEW))
+    assert files(out) == before
+    assert (tmp_path / "outside.yaml").read_text(encoding="utf-8") == "mine\n"
+
+
+def test_a_corrupt_manifest_is_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    write_directory(out, build(tmp_path, OLD))
+    (out / MANIFEST).write_text("{not json", encoding="utf-8")
+    with pytest.raises(OutputError, match="is not a manifest netdsl wrote"):
+        write_directory(out, build(tmp_path, NEW))
+
+
+def test_a_stale_staging_directory_is_removed(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    write_directory(out, build(tmp_path, OLD))
+    before = files(out)
+    put(out, {".netdsl-staging-999999/0": b"half written", ".netdsl.lock": b"999999\n"})
+    assert recover(out) is False
+    assert files(out) == before and not temporaries(out)
+
+
+# --- links -------------------------------------------------------------------------------------------------
+
+
+def test_a_linked_folder_inside_dir_is_never_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "production").symlink_to(elsewhere)
+    with pytest.raises(OutputError, match="production is a symbolic link; netdsl never writes through links"):
+        write_directory(out, build(tmp_path, OLD))
+    assert list(elsewhere.iterdir()) == []
+    assert files(out) == {}
+
+
+def test_a_linked_folder_of_stale_files_is_never_followed(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    write_directory(out, build(tmp_path, OLD))
+    shutil.move(out / "staging", tmp_path / "moved")  # same files, now reached through a link
+    (out / "staging").symlink_to(tmp_path / "moved")
+    before = files(tmp_path / "moved")
+    with pytest.raises(OutputError, match="symbolic link"):
+        write_directory(out, build(tmp_path, OLD[: OLD.index("namespace staging")]))
+    assert files(tmp_path / "moved") == before
+
+
+@pytest.mark.parametrize("name", ["kustomization.yaml", "production/networkpolicy-backend.yaml", MANIFEST,
+                                  ".netdsl.lock"])
+def test_a_linked_file_inside_dir_is_never_written_through(tmp_path: Path, name: str) -> None:
+    target = tmp_path / "target.txt"
+    target.write_text("keep\n", encoding="utf-8")
+    out = tmp_path / "deploy"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).symlink_to(target)
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        write_directory(out, build(tmp_path, OLD))
+    assert target.read_text(encoding="utf-8") == "keep\n"
+    assert (out / name).is_symlink()
+
+
+def test_dir_itself_may_be_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "deploy").symlink_to(real)
+    write_directory(tmp_path / "deploy", build(tmp_path, OLD))
+    assert (tmp_path / "deploy").is_symlink()
+    assert (real / "kustomization.yaml").is_file() and (real / MANIFEST).is_file()
+
+
+# --- modes, arguments ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_directory(tmp_path / "deploy", build(tmp_path, OLD))
+    finally:
+        os.umask(previous)
+    for path in [tmp_path / "deploy", *(tmp_path / "deploy").rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~umask, path
+
+
+def test_an_empty_output_directory_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "app.seg").write_text(OLD, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "netdsl", "compile", "-o", "", "app.seg"], cwd=tmp_path,
+                            capture_output=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert b"must not be empty" in result.stderr and b"Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.seg"]
+
+
+def test_a_path_that_would_leave_dir_is_refused(tmp_path: Path) -> None:
+    escaping = Manifest("networking.k8s.io/v1", "NetworkPolicy", "x", "..", {}, "", {}, "text")
+    with pytest.raises(OutputError, match="not a path netdsl writes"):
+        write_directory(tmp_path / "deploy", [escaping])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
