@@ -561,7 +561,7 @@ def write_directory(directory: Path, manifests: Sequence[Manifest], notify: Noti
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         message = f"cannot write {directory}: {exc.strerror}{where}"
-        if committed:
+        if committed or _exists(root.fd, JOURNAL):
             message += f"; the switch is half done: the next `netdsl compile -o {directory}` completes it"
         raise OutputError(message) from None
     finally:
