@@ -350,7 +350,7 @@ class _Journal:
             ok &= all(isinstance(d, str) and _DIGEST.match(d) for _, d in journal.remove)
             for rel, _ in journal.write + journal.remove:
                 split(rel)
-        except (KeyError, TypeError, ValueError, OutputError):
+        except (AttributeError, KeyError, TypeError, ValueError, OutputError):
             ok = False
         if not ok:
             raise OutputError(f"{root.show(JOURNAL)} is not a journal netdsl wrote; move it away and run again")
@@ -527,6 +527,13 @@ def _open_directory(directory: Path, create: bool = True) -> tuple[int, bool]:
         raise OutputError(f"cannot create {directory}: {exc.strerror}") from None
 
 
+def _journal_left(root: _Root) -> bool:
+    try:
+        return _exists(root.fd, JOURNAL)
+    except OSError:
+        return False
+
+
 def _folders(rels: Sequence[str]) -> set[tuple[str, ...]]:
     return {split(rel)[:-1] for rel in rels}
 
@@ -556,12 +563,13 @@ def write_directory(directory: Path, manifests: Sequence[Manifest], notify: Noti
             outcome.written = writes
             _remove_staging(root, journal.staging)
             return outcome
-    except OutputError:
-        raise
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        message = f"cannot write {directory}: {exc.strerror}{where}"
-        if committed or _exists(root.fd, JOURNAL):
+        if isinstance(exc, OutputError):
+            message = str(exc)
+        else:
+            where = f" ({exc.filename})" if exc.filename else ""
+            message = f"cannot write {directory}: {exc.strerror}{where}"
+        if committed or _journal_left(root):
             message += f"; the switch is half done: the next `netdsl compile -o {directory}` completes it"
         raise OutputError(message) from None
     finally:

@@ -154,6 +154,27 @@ def test_a_kill_at_every_step_leaves_old_or_new(tmp_path: Path, no_fsync: None, 
     assert step > 8
 
 
+def test_an_obstacle_after_the_commit_point_is_reported_and_the_switch_completed_later(
+    tmp_path: Path, no_fsync: None
+) -> None:
+    old, new = build(tmp_path, OLD), build(tmp_path, NEW)
+    out, reference = tmp_path / "deploy", tmp_path / "reference"
+    write_directory(reference, new)
+    write_directory(out, old)
+    for step in range(1, 50):  # the first kill that leaves a committed journal
+        shutil.rmtree(out)
+        write_directory(out, old)
+        assert killed(in_child({"NETDSL_TEST_KILL_AT": str(step)}, "write", out, new))
+        if (out / ".netdsl.journal").exists():
+            break
+    (out / "testing").write_text("in the way\n", encoding="utf-8")  # where the new output needs a folder
+    with pytest.raises(OutputError, match="testing is in the way.*the switch is half done"):
+        write_directory(out, new)
+    (out / "testing").unlink()
+    assert recover(out) is True
+    assert files(out) == files(reference) and not temporaries(out)
+
+
 def big_program(services: int, port: int) -> str:
     lines = []
     for ns in range(4):
