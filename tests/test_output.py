@@ -168,7 +168,7 @@ def test_an_obstacle_after_the_commit_point_is_reported_and_the_switch_completed
         if (out / ".netdsl.journal").exists():
             break
     (out / "testing").write_text("in the way\n", encoding="utf-8")  # where the new output needs a folder
-    with pytest.raises(OutputError, match="testing is in the way.*the switch is half done"):
+    with pytest.raises(OutputError, match=r"testing is in the way.*the switch is half done"):
         write_directory(out, new)
     (out / "testing").unlink()
     assert recover(out) is True
