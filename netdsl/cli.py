@@ -61,6 +61,10 @@ def _write(stream: TextIO, text: str) -> None:
         buffer.flush()
 
 
+def _note(text: str) -> None:
+    _write(sys.stderr, f"netdsl: note: {text}\n")
+
+
 def _report(result: Result, fmt: str) -> None:
     diags = sorted(result.diagnostics, key=sort_key)
     if fmt == "json":
@@ -77,6 +81,14 @@ def _report(result: Result, fmt: str) -> None:
                 + (f" and {warnings} warning{'s' * (warnings != 1)}" if warnings else "")
                 + "\n"
             )
+
+
+def _check_output(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if value == "":  # not the current directory: an empty variable in a script must not write there
+        raise click.BadParameter("the output directory must not be empty (use `.` for this directory)")
+    return Path(value)
 
 
 def _check_version(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -104,8 +116,9 @@ def main() -> None:
 @paths_argument
 @click.option("--target", "-t", type=click.Choice(backend_names()), default="vanilla", show_default=True,
               help="Which CNI's policy API to emit.")
-@click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write one file per object plus kustomization.yaml into this directory "
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False), default=None,
+              callback=_check_output,
+              help="Write one file per object plus kustomization.yaml into this directory, all at once "
                    "(default: a YAML stream on stdout).")
 @click.option("--staged", is_flag=True,
               help="Emit Calico's Staged* kinds, which report what they would do without enforcing it "
@@ -128,11 +141,11 @@ def compile_command(
     result = compile_paths(paths, target, options, stdin=_stdin_if_needed(paths))
     if result.ok and output is not None:
         try:
-            _written, removed = write_directory(output, result.manifests)
+            outcome = write_directory(output, result.manifests, notify=_note)
         except OSError as exc:
             result.diagnostics.append(error("output", str(exc)))
         else:
-            for rel in removed:
+            for rel in outcome.removed:
                 _write(sys.stderr, f"removed {output / rel} (no longer produced)\n")
     _report(result, fmt)
     if not result.ok:

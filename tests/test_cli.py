@@ -65,7 +65,9 @@ def files_only(snap: dict[str, bytes | None]) -> dict[str, bytes | None]:
 
 
 def no_temp_files(directory: Path) -> bool:
-    return not [p for p in directory.rglob("*") if p.name.startswith(".netdsl-") or p.suffix == ".tmp"]
+    """No staging directory, journal, lock or temporary file: only the output and its manifest."""
+    return not [p for p in directory.rglob("*") if p.name.startswith((".netdsl-", ".netdsl.journal", ".netdsl.lock"))
+                or p.suffix == ".tmp"]
 
 
 # --- basics -------------------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ def test_output_directory(netdsl, app: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert files == APP_FILES | {"kustomization.yaml"}
+    assert files == APP_FILES | {"kustomization.yaml", ".netdsl.manifest"}
     kustomization = yaml.safe_load((out / "kustomization.yaml").read_text(encoding="utf-8"))
     assert kustomization["kind"] == "Kustomization"
     assert sorted(kustomization["resources"]) == sorted(APP_FILES)
@@ -375,7 +377,7 @@ def test_files_no_longer_produced_are_removed(netdsl, app: Path) -> None:
     assert not (out / "staging/networkpolicy-web.yaml").exists()
     assert "removed" in result.stderr and "staging/networkpolicy-web.yaml" in result.stderr
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert files == (APP_FILES - {"staging/networkpolicy-web.yaml"}) | {"kustomization.yaml"}
+    assert files == (APP_FILES - {"staging/networkpolicy-web.yaml"}) | {"kustomization.yaml", ".netdsl.manifest"}
     kustomization = yaml.safe_load((out / "kustomization.yaml").read_text(encoding="utf-8"))
     assert "staging/networkpolicy-web.yaml" not in kustomization["resources"]
     assert no_temp_files(out)
