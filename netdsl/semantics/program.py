@@ -24,19 +24,25 @@ from netdsl.semantics.model import (
     port_matches,
 )
 
+# The endpoints a CIDR peer matches by address: plain addresses and Calico host endpoints.
+ADDRESS_IDENTITIES = (None, "calico:host-endpoint")
+
 
 def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
     if isinstance(peer, ir.AnyPeer):
         return True
     if isinstance(peer, ir.CidrPeer):
-        return (
+        return (  # addresses outside the pod network; on Calico a node with a host endpoint is one,
+            # on Cilium nodes are reserved identities that CIDRs do not match (its default)
             isinstance(endpoint, External)
+            and endpoint.identity in ADDRESS_IDENTITIES
             and endpoint.address.version == peer.cidr.version
             and endpoint.address in peer.cidr
             and not any(endpoint.address in e for e in peer.excepts)
         )
     if isinstance(peer, ir.FqdnPeer):
-        return isinstance(endpoint, External) and endpoint.name is not None and peer.matches(endpoint.name)
+        return (isinstance(endpoint, External) and endpoint.identity is None and endpoint.name is not None
+                and peer.matches(endpoint.name))
     if isinstance(peer, ir.EntityPeer):
         return entity_matches(peer.name, endpoint)
     if not isinstance(endpoint, Pod):

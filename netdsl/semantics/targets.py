@@ -4,7 +4,7 @@ the lints."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netdsl import ir
@@ -12,7 +12,8 @@ from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.matrix import Probe
-from netdsl.semantics.model import Topology
+from netdsl.semantics.model import CILIUM_RESERVED, External, Topology
+from netdsl.semantics.universe import NON_POD_BY_TARGET, Address
 from netdsl.semantics.vanilla import VanillaSemantics
 
 EVALUATOR_BY_TARGET: dict[str, type[Any]] = {
@@ -20,6 +21,24 @@ EVALUATOR_BY_TARGET: dict[str, type[Any]] = {
     "calico": CalicoSemantics,
     "cilium": CiliumSemantics,
 }
+
+
+
+def _cilium_identities(label_sets: Sequence[Mapping[str, str]], addresses: Sequence[Address]) -> list[External]:
+    """Cilium's reserved identities (they carry only `reserved:` labels)."""
+    return [External(addresses[0], identity=f"cilium:{r}") for r in CILIUM_RESERVED]
+
+
+def _calico_host_endpoints(label_sets: Sequence[Mapping[str, str]], addresses: Sequence[Address]) -> list[External]:
+    """Calico host endpoints: non-namespaced, with any labels an admin gives them - one per pod label
+    class (and one without labels), so no selector meant for pods can silently match one."""
+    out = [External(a, identity="calico:host-endpoint") for a in addresses]  # a node is also an address
+    out += [External(addresses[0], identity="calico:host-endpoint", labels=dict(labels))
+            for labels in label_sets if labels]
+    return out
+
+
+NON_POD_BY_TARGET.update({"cilium": _cilium_identities, "calico": _calico_host_endpoints})
 
 COMMON_PROBES: tuple[Probe, ...] = ((Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443))
 _UNLISTED = (9999, 12345, 23456, 34567, 45678)

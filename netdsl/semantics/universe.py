@@ -432,8 +432,8 @@ def _walk(value: Any, path: tuple[str, ...], parent: Mapping[str, Any]
 # ------------------------------------------------------------------------------------------ building
 
 
-NonPodHook = Callable[[Sequence[Mapping[str, str]], Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]],
-                      list[External]]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NonPodHook = Callable[[Sequence[Mapping[str, str]], Sequence[Address]], list[External]]
 # target -> the target's own non-pod identities, given the pod label classes and the external address
 # classes (filled in by netdsl.semantics.targets)
 NON_POD_BY_TARGET: dict[str, NonPodHook] = {}
@@ -446,9 +446,12 @@ class Universe:
 
 
 def build(programs: ir.Program | Sequence[ir.Program],
-          objects_by_target: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Universe:
+          objects_by_target: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+          identities: bool | None = None) -> Universe:
     """The class topology and probes for one or more programs (diff compares two) and the objects
-    emitted for them: the cells refine all of them, and each target's own identities are added."""
+    emitted for them: the cells refine all of them. A target's own non-pod identities are added when
+    `identities` (default: when there is exactly one target, whose output is being judged); a topology
+    shared by several targets leaves them out, since one CNI's identities do not exist under another."""
     programs = [programs] if isinstance(programs, ir.Program) else list(programs)
     m = Mentions()
     for program in programs:
@@ -457,7 +460,10 @@ def build(programs: ir.Program | Sequence[ir.Program],
     for objects in (objects_by_target or {}).values():
         mentions_of_objects(objects, m)
     # pods are named after the services of the last program (diff: NEW), else of any
-    return _build(m, sorted(objects_by_target or {}), programs[-1].services,
+    targets = sorted(objects_by_target or {})
+    if not (identities if identities is not None else len(targets) == 1):
+        targets = []
+    return _build(m, targets, programs[-1].services,
                   [s for program in programs[:-1] for s in program.services])
 
 
