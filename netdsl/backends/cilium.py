@@ -12,7 +12,16 @@ policy with rules for a direction is default-deny in that direction. So:
 * isolation is `enableDefaultDeny` plus an empty rule - never a rule-less `ingress: []`, which Cilium
   treats as no policy for that direction;
 * endpoint selectors in a namespaced policy mean the policy's namespace unless they name
-  `k8s:io.kubernetes.pod.namespace` - peers in other namespaces always carry it.
+  `k8s:io.kubernetes.pod.namespace` - peers in other namespaces always carry it;
+* every selector that means pods says so. Cilium's own identities (world, host, remote-node,
+  kube-apiserver, health, ingress, init, unmanaged) carry only `reserved:` labels, so a selector made
+  only of negative requirements (NotIn, DoesNotExist) matches them too, and Cilium adds its implicit
+  namespace requirement only to selectors that do not name the namespace key, and never to a
+  clusterwide endpointSelector (cilium/cilium#46949; netdsl.semantics.cilium). So a peer that names
+  the namespace key names it positively (`In`, or `Exists` beside a `NotIn`), and a clusterwide
+  endpointSelector without a positive requirement gets `k8s:io.kubernetes.pod.namespace` Exists -
+  otherwise a peer admits the Internet and the nodes, and a clusterwide isolation cuts Cilium's health
+  checks and Ingress.
 """
 
 from __future__ import annotations
@@ -51,10 +60,25 @@ def namespace_requirements(match: ir.NamespaceMatch) -> list[ir.Requirement]:
     for r in match.selector.requirements:
         key = NAMESPACE_KEY if r.key == ir.NAMESPACE_NAME_LABEL else NAMESPACE_LABELS + r.key
         out.append(ir.Requirement(key, r.operator, r.values))
-    if not any(r.key == NAMESPACE_KEY for r in out):
-        # Only a selector naming the namespace key escapes a namespaced policy's own namespace.
+    if not any(r.key == NAMESPACE_KEY and _positive(r) for r in out):
+        # Only a selector naming the namespace key escapes a namespaced policy's own namespace, and
+        # only a positive requirement keeps Cilium's reserved identities out (`name notin (a)`).
         out.append(ir.Requirement(NAMESPACE_KEY, ir.Operator.EXISTS))
     return out
+
+
+def _positive(r: ir.Requirement) -> bool:
+    """A requirement no endpoint without the label satisfies."""
+    return r.operator in (ir.Operator.IN, ir.Operator.EXISTS)
+
+
+def pods_only(requirements: list[ir.Requirement]) -> list[ir.Requirement]:
+    """What a clusterwide endpointSelector needs so that it selects pods only: Cilium's reserved
+    identities carry only `reserved:` labels, so a positive requirement on any other key keeps them out;
+    otherwise require the pod-namespace label."""
+    if any(_positive(r) and not r.key.startswith("reserved:") for r in requirements):
+        return []
+    return [ir.Requirement(NAMESPACE_KEY, ir.Operator.EXISTS)]
 
 
 def port_entry(p: ir.PortMatch) -> dict[str, Any]:
@@ -137,9 +161,11 @@ class CiliumBackend(Backend):
         return out
 
     def endpoint_selector(self, subject: ir.Workload, program: ir.Program) -> dict[str, Any]:
-        extra = namespace_requirements(subject.cluster) if subject.cluster is not None else []
-        if subject.cluster is not None and isinstance(subject.cluster, ir.AllNamespaces):
-            extra = []  # a clusterwide policy already covers every namespace
+        if subject.cluster is None:
+            return label_selector(subject.selector)  # Cilium adds the policy's namespace
+        extra = [] if isinstance(subject.cluster, ir.AllNamespaces) else namespace_requirements(subject.cluster)
+        # a clusterwide endpointSelector is taken as written: say that it means pods
+        extra += pods_only([*subject.selector.requirements, *extra])
         return label_selector(subject.selector, extra)
 
     def manifest(self, subject: ir.Workload, name: str, spec: dict[str, Any], spans: list[Span],

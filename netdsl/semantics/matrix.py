@@ -742,9 +742,13 @@ COMPILERS[calico_semantics.CalicoSemantics] = compile_calico
 # ---- cilium.io/v2
 
 
-def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) -> Compiled:
+def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) -> Compiled | None:
     """Deny rules win, then any allow; what neither decides is denied for a pod in default-deny and
-    allowed otherwise: one tier for the default-deny pods (otherwise deny), one for the rest."""
+    allowed otherwise: one tier for the default-deny pods (otherwise deny), one for the rest. Plans are
+    per pod: when a policy applies to a non-pod endpoint (a clusterwide policy selecting Cilium's health
+    or Ingress endpoint, a host policy), the matrix is asked of decide() instead."""
+    if any(isinstance(e, External) and evaluator.has_side(e) for _, e in index.each(index.externals)):
+        return None
 
     def peer_mask(rule: Mapping[str, Any], policy: Mapping[str, Any], to: bool) -> int:
         key = ("cilium-peer", _key(rule), policy["kind"], policy["metadata"].get("namespace"), to)

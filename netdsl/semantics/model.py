@@ -117,31 +117,81 @@ class Topology:
         return matches[0] if len(matches) == 1 else None
 
 
-def both_sides(conn: Connection, side: Callable[[Pod, bool], Verdict]) -> Verdict:
-    """A connection is allowed when the source pod's egress (side(pod, True)) and the destination pod's
-    ingress (side(pod, False)) both allow it; external endpoints have no side. The first denial decides."""
+def both_sides(
+    conn: Connection,
+    side: Callable[[Pod, bool], Verdict],
+    identity_side: Callable[[External, bool], Verdict | None] | None = None,
+) -> Verdict:
+    """A connection is allowed when the source's egress (side(pod, True)) and the destination's ingress
+    (side(pod, False)) both allow it. Pods always have a side; a non-pod endpoint has one only where
+    identity_side gives a verdict (a target's own identities its policies can select, e.g. Cilium's
+    health and ingress endpoints), otherwise none. The first denial decides."""
     reasons: list[str] = []
     for endpoint, egress in ((conn.src, True), (conn.dst, False)):
         if isinstance(endpoint, Pod):
-            verdict = side(endpoint, egress)
-            if not verdict.allowed:
-                return verdict
-            reasons += verdict.reasons
+            verdict: Verdict | None = side(endpoint, egress)
+        else:
+            verdict = identity_side(endpoint, egress) if identity_side is not None else None
+        if verdict is None:
+            continue
+        if not verdict.allowed:
+            return verdict
+        reasons += verdict.reasons
     return Verdict(True, tuple(reasons))
 
 
+# The `reserved:` labels of each Cilium reserved identity (cilium pkg/identity/numericidentity.go,
+# reservedIdentityLabels): the kube-apiserver identity is also a remote node. An External may add more in
+# its `labels` (`reserved:kube-apiserver` on the host identity of a node that runs the API server).
+CILIUM_RESERVED_LABELS: dict[str, tuple[str, ...]] = {
+    "host": ("host",),
+    "remote-node": ("remote-node",),
+    "kube-apiserver": ("kube-apiserver", "remote-node"),
+    "health": ("health",),
+    "ingress": ("ingress",),
+    "init": ("init",),
+    "unmanaged": ("unmanaged",),
+}
+
+# Cilium entities as the reserved labels they select (cilium pkg/policy/api/entity.go,
+# EntitySelectorMapping and InitEntities); `all` and `cluster` are handled apart.
+_ENTITY_LABELS: dict[str, frozenset[str]] = {
+    "world": frozenset({"world", "world-ipv4", "world-ipv6"}),
+    "world-ipv4": frozenset({"world-ipv4"}),
+    "world-ipv6": frozenset({"world-ipv6"}),
+    **{name: frozenset({name}) for name in CILIUM_RESERVED},
+}
+
+
+def reserved_labels(endpoint: Endpoint) -> frozenset[str]:
+    """The `reserved:` labels (without the prefix) Cilium gives an endpoint: none for a pod, `world` and
+    `world-ipv4`/`world-ipv6` for an address outside the cluster, the reserved identity's own for
+    `cilium:<name>` (plus any `reserved:` key in its `labels`); none for another target's identities."""
+    if isinstance(endpoint, Pod):
+        return frozenset()
+    if endpoint.identity is None:
+        return frozenset({"world", f"world-ipv{endpoint.address.version}"})
+    if not endpoint.identity.startswith("cilium:"):
+        return frozenset()
+    extra = {k.removeprefix("reserved:") for k in endpoint.labels if k.startswith("reserved:")}
+    return frozenset(CILIUM_RESERVED_LABELS.get(endpoint.identity.removeprefix("cilium:"), ())) | extra
+
+
 def entity_matches(entity: str, endpoint: Endpoint) -> bool:
-    """Cilium entities over the engine's endpoints: pods are `cluster`, externals are `world`; the
-    node-level entities (host, kube-apiserver, ...) are endpoints the engine does not model."""
+    """Cilium's entity `entity`; the program's `entity X` means exactly this. `all` is everything;
+    `cluster` every pod of the cluster and every reserved identity but world (host, remote-node,
+    kube-apiserver, health, ingress, init, unmanaged); `world` every address outside the cluster
+    (`world-ipv4`/`-ipv6` by family); `remote-node` includes the kube-apiserver identity (it carries
+    `reserved:remote-node`); every other entity its own reserved identity. Another target's identities
+    (Calico host endpoints) are only `all`."""
     if entity == "all":
         return True
     if isinstance(endpoint, Pod):
         return entity == "cluster"
-    if entity == "world-ipv4":
-        return endpoint.address.version == 4
-    if entity == "world-ipv6":
-        return endpoint.address.version == 6
-    return entity == "world"
+    labels = reserved_labels(endpoint)
+    if entity == "cluster":
+        return bool(labels) and "world" not in labels
+    return bool(labels & _ENTITY_LABELS.get(entity, frozenset()))
 
 
 def resolve_port(dst: Endpoint, name: str, protocol: Protocol) -> int | None:

@@ -35,7 +35,14 @@ from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.engine import probes_for
-from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
+from netdsl.semantics.model import (
+    CILIUM_RESERVED,
+    Connection,
+    External,
+    Pod,
+    Topology,
+    topology_from_program,
+)
 from netdsl.semantics.program import ProgramSemantics
 from tests.backends.golden import check_golden, stray_golden_files
 
@@ -175,6 +182,33 @@ namespace production {
   web connects to all namespaces on 9999
   web accepts all pods in all namespaces on 8080
   web accepts all namespaces on 8081
+}
+""",
+    # Selectors made only of negative requirements: in Cilium they also match the reserved identities
+    # (world, host, remote-node, health, ingress...) unless the output says it means pods.
+    "negative-only-peers": """\
+namespace production labels env=prod {
+  isolate
+  allow dns
+  service web = app=web
+  service unlabelled = !app
+  web accepts pods[!internal], pods[tier notin (db)] on 8080
+  web accepts namespaces[env notin (prod)] on 8081
+  web accepts namespaces[kubernetes.io/metadata.name notin (kube-system)] on 8082
+  web connects to pods[!x] in namespaces[kubernetes.io/metadata.name notin (staging)] on 8443
+  unlabelled connects to namespaces[kubernetes.io/metadata.name notin (kube-system)]
+}
+""",
+    "negative-only-cluster": """\
+cluster {
+  isolate
+  allow dns
+  service untiered = !tier
+  untiered accepts pods[!internal], pods[tier notin (db)] on 8080
+  all pods connects to namespaces[kubernetes.io/metadata.name notin (kube-system)] on 9999
+}
+cluster including system {
+  isolate ingress
 }
 """,
 }
@@ -470,8 +504,10 @@ def test_isolation_is_enable_default_deny_with_an_empty_rule(example: str, expec
     for direction in ("ingress", "egress"):
         assert spec.get(direction) == ([{}] if direction in expected else None)
     if docs[0]["kind"] == CCNP:  # §8.1: a cluster-wide isolation spares the system namespaces
-        (expr,) = spec["endpointSelector"]["matchExpressions"]
+        # ... and Cilium's own endpoints (health, Ingress): only pods carry the namespace label
+        expr, pods = spec["endpointSelector"]["matchExpressions"]
         assert expr["key"] == NAMESPACE_KEY and expr["operator"] == "NotIn" and "kube-system" in expr["values"]
+        assert pods == {"key": NAMESPACE_KEY, "operator": "Exists"}
     else:
         assert spec["endpointSelector"] == {}
 
@@ -598,16 +634,26 @@ def test_cilium_l7_fqdn_semantics(src: Pod, dst: Any, protocol: Protocol, port: 
     assert ProgramSemantics(result.program, L7_TOPOLOGY).decide(conn).allowed is allowed
 
 
+# Cilium's reserved identities, at addresses no program here names (the program's CIDR peers match by
+# address; Cilium's CIDR rules never match an identity).
+IDENTITIES = tuple(
+    External(ipaddress.ip_address(f"fd00:c1::{i + 1}"), identity=f"cilium:{name}")
+    for i, name in enumerate(CILIUM_RESERVED)
+)
+
+
 @pytest.mark.parametrize(("kind", "name"), ALL_OUTPUTS)
 def test_emitted_policies_mean_what_the_program_means(kind: str, name: str) -> None:
     """Translation validation over the program's own topology, plus a twin of every pod (same labels) in a
     namespace the program never mentions: a selector that lost its namespace would match the twin, one
-    that kept the policy's namespace by mistake would miss the peer."""
+    that kept the policy's namespace by mistake would miss the peer. Cilium's reserved identities are
+    there too: a selector that meant pods but matched them would admit the nodes or isolate Cilium's
+    health and Ingress endpoints."""
     result = output_result(kind, name)
     assert result.program is not None
     base = topology_from_program(result.program)
     twins = tuple(Pod("elsewhere", f"twin-{p.namespace}-{p.name}", p.labels) for p in base.pods)
-    topology = Topology({**base.namespaces, "elsewhere": {}}, base.pods + twins, base.externals)
+    topology = Topology({**base.namespaces, "elsewhere": {}}, base.pods + twins, base.externals + IDENTITIES)
     cilium = CiliumSemantics(documents(result), topology)
     program = ProgramSemantics(result.program, topology)
     probes = probes_for([result.program], topology)
@@ -622,6 +668,73 @@ def test_emitted_policies_mean_what_the_program_means(kind: str, name: str) -> N
                 if want.allowed != got.allowed:
                     mismatches.append(f"{conn}: program {want.allowed}, cilium {got}")
     assert not mismatches, "\n".join(mismatches[:10])
+
+
+WORLD = External(ipaddress.ip_address("198.51.100.77"))
+HEALTH, INGRESS, REMOTE_NODE = (next(i for i in IDENTITIES if i.identity == f"cilium:{n}")
+                                for n in ("health", "ingress", "remote-node"))
+PLAIN = Pod("production", "plain", {})  # satisfies every negative-only selector below
+NEGATIVE_PEERS = [
+    "pods[!internal]",
+    "pods[tier notin (db)]",
+    "namespaces[env notin (prod)]",
+    "namespaces[kubernetes.io/metadata.name notin (kube-system)]",
+    "pods[!x] in namespaces[kubernetes.io/metadata.name notin (staging)]",
+    "all pods in namespaces[kubernetes.io/metadata.name notin (staging)]",
+]
+
+
+@pytest.mark.parametrize("block", ["namespace production", "cluster"])
+@pytest.mark.parametrize("peer", NEGATIVE_PEERS)
+def test_negative_only_peers_admit_no_reserved_identity(peer: str, block: str) -> None:
+    """A peer selector with only NotIn / DoesNotExist requirements means pods: the emitted selector must
+    not admit the Internet, the nodes or any other identity of Cilium's that carries no pod labels."""
+    text = (f"{block} {{\n  service backend = app=backend\n"
+            f"  backend accepts {peer} on 8080\n  backend connects to {peer} on 8080\n}}\n")
+    topology = Topology({"production": {}}, (BACKEND, PLAIN), (WORLD, *IDENTITIES))
+    cilium = CiliumSemantics(documents(compile_text(text)), topology)
+    assert cilium.decide(Connection(PLAIN, BACKEND, TCP, 8080)).allowed  # the peer's pods are admitted
+    assert cilium.decide(Connection(BACKEND, PLAIN, TCP, 8080)).allowed
+    for other in (WORLD, *IDENTITIES):
+        assert not cilium.decide(Connection(other, BACKEND, TCP, 8080)).allowed, other
+        assert not cilium.decide(Connection(BACKEND, other, TCP, 8080)).allowed, other
+
+
+@pytest.mark.parametrize("text", [
+    "cluster {\n  isolate\n}\n",
+    "cluster including system {\n  isolate\n}\n",
+    "cluster namespaces[env notin (dev)] {\n  isolate ingress\n}\n",
+    "cluster {\n  service untiered = !tier\n  untiered accepts pods[app=x] on 80\n}\n",
+])
+def test_clusterwide_isolation_spares_ciliums_own_endpoints(text: str) -> None:
+    """A CiliumClusterwideNetworkPolicy's endpointSelector also selects the health and Ingress endpoints
+    when nothing in it requires a pod label; default deny there stops the health checks between nodes
+    and every request through Cilium's Ingress."""
+    topology = Topology({"production": {}}, (PLAIN,), (WORLD, *IDENTITIES))
+    cilium = CiliumSemantics(documents(compile_text(text)), topology)
+    assert not cilium.decide(Connection(WORLD, PLAIN, TCP, 80)).allowed  # the pods are isolated
+    assert not any(cilium.has_side(i) for i in IDENTITIES)
+    assert cilium.decide(Connection(REMOTE_NODE, HEALTH, TCP, 4240)).allowed
+    assert cilium.decide(Connection(WORLD, INGRESS, TCP, 80)).allowed
+
+
+def test_clusterwide_selectors_that_mean_pods_say_so() -> None:
+    """Structurally, for every output: a clusterwide endpointSelector, and every peer selector of a
+    clusterwide policy or that names the namespace key (then Cilium adds no namespace of its own), has
+    a positive requirement on a label only pods carry."""
+    def positive(sel: Mapping[str, Any]) -> bool:
+        return bool(sel.get("matchLabels")) or any(
+            e["operator"] in ("In", "Exists") and not e["key"].startswith("reserved:")
+            for e in sel.get("matchExpressions") or ())
+
+    for kind, name in ALL_OUTPUTS:
+        for doc in output_documents(kind, name):
+            if doc["kind"] == CCNP:
+                assert positive(doc["spec"]["endpointSelector"]), (name, doc["metadata"]["name"])
+            for section, i, rule in rules(doc):
+                for sel in selectors(rule):
+                    if names_namespace(sel) or doc["kind"] == CCNP:
+                        assert positive(sel), (name, where(doc, section, i), sel)
 
 
 DENY_WINS = {
