@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias, Union
+from typing import Any, TypeAlias, Union
 
 from netdsl import ir
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
@@ -117,12 +117,17 @@ class Topology:
         return matches[0] if len(matches) == 1 else None
 
 
-def both_sides(conn: Connection, side: Callable[[Pod, bool], Verdict]) -> Verdict:
-    """A connection is allowed when the source pod's egress (side(pod, True)) and the destination pod's
-    ingress (side(pod, False)) both allow it; external endpoints have no side. The first denial decides."""
+def both_sides(
+    conn: Connection, side: Callable[[Any, bool], Verdict],  # Any: takes the endpoints has_side admits
+    has_side: Callable[[Endpoint], bool] = lambda e: isinstance(e, Pod),
+) -> Verdict:
+    """A connection is allowed when the source's egress (side(src, True)) and the destination's ingress
+    (side(dst, False)) both allow it. Only endpoints with a side (has_side: pods, unless a target's
+    evaluator says more, e.g. Calico host endpoints) have one; the others never restrict. The first
+    denial decides."""
     reasons: list[str] = []
     for endpoint, egress in ((conn.src, True), (conn.dst, False)):
-        if isinstance(endpoint, Pod):
+        if has_side(endpoint):
             verdict = side(endpoint, egress)
             if not verdict.allowed:
                 return verdict
