@@ -260,6 +260,7 @@ class CalicoSemantics:
         self.tiers = sorted(self.tier_order, key=lambda t: (self.tier_order[t][0], t))
         self._selectors: dict[tuple[str, str], Predicate] = {}
         self._subjects: dict[tuple[str, str | None, str, str | None], Predicate] = {}
+        self._labels: dict[Endpoint, Labels | None] = {}
         self._rule_selectors: dict[tuple[str | None, str | None, str | None, str | None], Predicate | None] = {}
 
     # ---- selectors as Felix evaluates them
@@ -316,6 +317,11 @@ class CalicoSemantics:
 
     def labels(self, endpoint: Endpoint) -> Labels | None:
         """The labels Felix sees on an endpoint; None: not a Calico endpoint (an outside address)."""
+        if endpoint not in self._labels:
+            self._labels[endpoint] = self._felix_labels(endpoint)
+        return self._labels[endpoint]
+
+    def _felix_labels(self, endpoint: Endpoint) -> Labels | None:
         if isinstance(endpoint, Pod):
             namespace_labels = {**self.topology.labels_of(endpoint), CALICO_NAMESPACE_NAME: endpoint.namespace}
             own = {k: v for k, v in endpoint.labels.items()
