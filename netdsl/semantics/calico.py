@@ -39,7 +39,11 @@ Selectors, as the syncer rewrites them (updateprocessors/rules.go, globalnetwork
   (`projectcalico.org/namespace == '<ns>'`) in a NetworkPolicy, and every namespace and every
   non-namespaced resource in a GlobalNetworkPolicy (docs, "Calico automatic labels").
 * `nets` / `notNets` match addresses: externals, host endpoints and pods (`Pod.address`; None: the
-  pod is outside every CIDR the objects mention). Calico has no notion of "outside the cluster".
+  pod is outside every CIDR the objects mention). Calico has no notion of "outside the cluster". A
+  rule's `notSelector` excludes the addresses its selector's IP set holds; in a NetworkPolicy any
+  selector field, notSelector included, also scopes the rule to the policy's namespace.
+* Automatic host endpoints copy their Node's labels and add `projectcalico.org/created-by:
+  calico-kube-controllers` (kube-controllers node/controller.go); manual ones carry no guaranteed label.
 
 Not modelled: host endpoint failsafe ports, pre-DNAT / applyOnForward / doNotTrack policies, and the
 workload-to-own-host path (DefaultEndpointToHostAction). Staged kinds are evaluated as if enforced.
