@@ -10,7 +10,16 @@ nothing applies its defaultAction. So:
   statements, with gaps (100, 200, ...) so hand-written policies can be slotted in between;
 * every `tier` is emitted with an explicit defaultAction: Pass unless the program says
   `otherwise deny` - the seed's §8.2 black-hole is a tier without it;
-* rule fields are ANDed in Calico, so each peer becomes its own rule, and each protocol too.
+* rule fields are ANDed in Calico, so each peer becomes its own rule, and each protocol too;
+* every selector that means pods says so in a way no workload or non-namespaced resource satisfies:
+  a GlobalNetworkPolicy's subject and every rule peer meaning pods carry a namespaceSelector with a
+  positive requirement (see namespace_selector) - Calico puts `projectcalico.org/namespace` and the
+  `pcns.` namespace labels on every workload endpoint and strips pods' attempts to set them, and host
+  endpoints and network sets have none; a NetworkPolicy is scoped to its namespace by Calico itself.
+  A rule that picks a GlobalNetworkSet by label always says `namespaceSelector: global()`
+  (non-namespaced resources only), so a pod carrying the set's label is not the set. Host endpoints
+  may carry any label an admin gives them, except Calico's (`projectcalico.org/`, `pcns.`) and
+  netdsl's (`netdsl.dev/`); with that, only `anywhere` reaches them (netdsl.semantics.calico).
 """
 
 from __future__ import annotations
@@ -75,10 +84,19 @@ def selector(sel: ir.Selector, *, namespace_labels: bool = False) -> str:
 
 
 def namespace_selector(match: ir.NamespaceMatch) -> str:
+    """A namespaceSelector that only namespaces satisfy. Calico evaluates it on the endpoint's
+    `pcns.`-prefixed namespace labels, which host endpoints and network sets lack, so a selector of
+    negative requirements only (`env != 'x'`, `!has(k)`, `not in`) would also pick every host endpoint
+    and network set: such a selector also requires `has(projectcalico.org/name)`, the label Calico puts
+    on every namespace. `all()` is Calico's own "every namespace" (has(projectcalico.org/namespace))."""
     if isinstance(match, ir.NamespaceByName):
         return f"{CALICO_NAMESPACE_NAME} == {quote(match.name)}"
     if isinstance(match, ir.NamespaceBySelector):
-        return selector(match.selector, namespace_labels=True)
+        text = selector(match.selector, namespace_labels=True)
+        positive = (ir.Operator.IN, ir.Operator.EXISTS)
+        if match.selector.requirements and not any(r.operator in positive for r in match.selector.requirements):
+            return f"has({CALICO_NAMESPACE_NAME}) && {text}"
+        return text
     return "all()"
 
 
@@ -280,9 +298,10 @@ class _Builder:
             return {}
         if isinstance(peer, ir.CidrPeer):
             if peer.network_set and peer.network_set in self.network_sets:
-                out = {"selector": f"{NETWORK_SET_LABEL} == {quote(peer.network_set)}"}
-                if not global_policy:
-                    out["namespaceSelector"] = "global()"
+                # global(): non-namespaced resources only. Without it, a GlobalNetworkPolicy's selector
+                # also matches every pod that carries the set's label (any pod can claim to be the set).
+                out = {"namespaceSelector": "global()",
+                       "selector": f"{NETWORK_SET_LABEL} == {quote(peer.network_set)}"}
                 # the set holds the CIDRs minus their excepts, so this matches exactly this item's part
                 # only when the set has one item; several items are refused by reused_network_sets
                 return out

@@ -1,16 +1,52 @@
 """What a set of projectcalico.org/v3 objects allows, read from the objects themselves, following
-Calico's documentation of policy evaluation:
+Calico's documentation of policy evaluation and, where the documentation is silent, the code that
+turns the v3 objects into what Felix enforces (projectcalico/calico, libcalico-go
+lib/backend/syncersv1/updateprocessors and lib/backend/k8s/conversion, read at 87c1590):
 
 * tiers in `order` (the default tier at 1000000; a Tier object may set `defaultAction`);
 * in a tier, the policies that apply to the endpoint (selector, namespaceSelector for global
   policies, `types`), by `order` then name; in a policy, rules in order; the first rule whose
   protocol, source and destination match decides: Allow and Deny end evaluation, Pass jumps to the
   next tier; a tier that applies but decides nothing applies its defaultAction (Deny by default);
-* no tier applies, or every tier passes: the Kubernetes namespace profile allows.
+* no tier applies, or every tier passes: the Kubernetes namespace profile allows (for a host
+  endpoint: the `projectcalico-default-allow` profile automatic host endpoints get).
 
-A rule's selector without namespaceSelector means the policy's own namespace in a NetworkPolicy, and
-every namespace (and GlobalNetworkSets) in a GlobalNetworkPolicy; `namespaceSelector: global()` in a
-NetworkPolicy selects GlobalNetworkSets. Staged kinds are evaluated as if enforced (a preview).
+Endpoints and their labels (what selectors are evaluated against):
+
+* A pod (workload endpoint) carries its own labels, except keys starting `pcns.` / `pcsa.` (the
+  syncer drops them, "prevents a wep from pretending it is in another namespace"), plus
+  `projectcalico.org/namespace=<ns>` and `projectcalico.org/orchestrator=k8s`, which the conversion
+  overwrites (workload_endpoint_default.go), and, from its namespace profile, `pcns.<k>=<v>` for each
+  namespace label and `pcns.projectcalico.org/name=<ns>` (conversion.go). A pod cannot set any of these.
+* A host endpoint (`External(identity="calico:host-endpoint")`) carries exactly its own labels, which
+  an admin may set to anything (validation only checks the syntax; automatic host endpoints copy the
+  Node's labels). Its labels are "in the same namespace as those of workload endpoints" (docs,
+  "Host endpoints"). It belongs to no namespace. GlobalNetworkPolicy "applies to workload endpoint
+  resources in all namespaces, and to host endpoint resources" (docs, "Global network policy").
+* A GlobalNetworkSet carries its labels; a rule selector that matches it matches every address in
+  its `nets` - a pod's or a host endpoint's address too (selectors become IP sets).
+
+Selectors, as the syncer rewrites them (updateprocessors/rules.go, globalnetworkpolicyprocessor.go):
+
+* a namespaceSelector is evaluated on the endpoint's `pcns.`-prefixed labels, with `all()` meaning
+  `has(projectcalico.org/namespace)` (in a namespace) and, in a rule, `global()` meaning
+  `!has(projectcalico.org/namespace)` (non-namespaced: host endpoints and network sets). So a
+  namespaceSelector made only of negative requirements (`k != 'v'`, `!has(k)`, `not in`) also
+  matches host endpoints and network sets, which have no `pcns.` labels.
+* In a GlobalNetworkPolicy's own selector with a namespaceSelector, every `all()` of the combined
+  expression becomes `has(projectcalico.org/namespace)`; `global()` there evaluates to true.
+* A rule selector without namespaceSelector means the policy's namespace
+  (`projectcalico.org/namespace == '<ns>'`) in a NetworkPolicy, and every namespace and every
+  non-namespaced resource in a GlobalNetworkPolicy (docs, "Calico automatic labels").
+* `nets` / `notNets` match addresses: externals, host endpoints and pods (`Pod.address`; None: the
+  pod is outside every CIDR the objects mention). Calico has no notion of "outside the cluster". A
+  rule's `notSelector` excludes the addresses its selector's IP set holds; in a NetworkPolicy any
+  selector field, notSelector included, also scopes the rule to the policy's namespace.
+* Automatic host endpoints copy their Node's labels and add `projectcalico.org/created-by:
+  calico-kube-controllers` (kube-controllers node/controller.go); manual ones carry no guaranteed label.
+
+Not modelled: host endpoint failsafe ports, pre-DNAT / applyOnForward / doNotTrack policies, and the
+workload-to-own-host path (DefaultEndpointToHostAction). Staged kinds are evaluated as if enforced.
 """
 
 from __future__ import annotations
@@ -41,7 +77,27 @@ _TOKEN = re.compile(
 )
 
 Labels = Mapping[str, str]
-Predicate = Callable[[Labels, bool], bool]  # (labels, is_global_resource) -> match
+Predicate = Callable[[Labels], bool]
+Hook = Callable[[Labels], bool]
+
+NAMESPACE_LABEL = "projectcalico.org/namespace"  # on every workload endpoint, set by Calico
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
+NAMESPACE_PREFIX = "pcns."  # namespace labels as a workload endpoint inherits them
+SERVICE_ACCOUNT_PREFIX = "pcsa."
+CALICO_NAMESPACE_NAME = "projectcalico.org/name"
+HOST_ENDPOINT = "calico:host-endpoint"
+
+
+def _true(_labels: Labels) -> bool:
+    return True
+
+
+def _in_namespace(labels: Labels) -> bool:
+    return NAMESPACE_LABEL in labels
+
+
+def _not_in_namespace(labels: Labels) -> bool:
+    return NAMESPACE_LABEL not in labels
 
 
 class SelectorError(ValueError):
@@ -60,8 +116,10 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def parse_selector(text: str) -> Predicate:
-    """Calico's selector language: ==, !=, in {}, not in {}, has(), !, &&, ||, (), all(), global()."""
+def parse_selector(text: str, *, prefix: str = "", all_: Hook = _true, global_: Hook = _true) -> Predicate:
+    """Calico's selector language: ==, !=, in {}, not in {}, has(), !, &&, ||, (), all(), global().
+    `prefix` is put before every label key (Calico's PrefixVisitor: `pcns.` for namespace selectors);
+    `all_` and `global_` are what all() and global() mean after Calico's rewriting (both true as written)."""
     tokens = _tokens(text)
     pos = 0
 
@@ -99,33 +157,31 @@ def parse_selector(text: str) -> Predicate:
             take(")")
             return inner
         if tok == "!":
-            inner = atom()
-            return lambda labels, g: not inner(labels, g)
+            negated = atom()
+            return lambda labels: not negated(labels)
         if tok in ("all", "global", "has"):
             take("(")
             if tok == "has":
-                key = take()
+                key = prefix + take()
                 take(")")
-                return lambda labels, g: key in labels
+                return lambda labels: key in labels
             take(")")
-            if tok == "all":
-                return lambda labels, g: True
-            return lambda labels, g: g
-        key = tok
+            return all_ if tok == "all" else global_
+        key = prefix + tok
         op = take()
         if op == "==":
             v = value()
-            return lambda labels, g: labels.get(key) == v
+            return lambda labels: labels.get(key) == v
         if op == "!=":
             v = value()
-            return lambda labels, g: labels.get(key) != v
+            return lambda labels: labels.get(key) != v
         if op == "in":
             vs = values()
-            return lambda labels, g: labels.get(key) in vs
+            return lambda labels: labels.get(key) in vs
         if op == "not" and peek() == "in":
             take("in")
             vs = values()
-            return lambda labels, g: labels.get(key) not in vs
+            return lambda labels: labels.get(key) not in vs
         raise SelectorError(f"unsupported operator {op!r} in {text!r}")
 
     def conjunction() -> Predicate:
@@ -133,14 +189,14 @@ def parse_selector(text: str) -> Predicate:
         while peek() == "&&":
             take("&&")
             parts.append(atom())
-        return lambda labels, g: all(p(labels, g) for p in parts)
+        return lambda labels: all(p(labels) for p in parts)
 
     def disjunction() -> Predicate:
         parts = [conjunction()]
         while peek() == "||":
             take("||")
             parts.append(conjunction())
-        return lambda labels, g: any(p(labels, g) for p in parts)
+        return lambda labels: any(p(labels) for p in parts)
 
     result = disjunction()
     if peek() is not None:
@@ -150,16 +206,40 @@ def parse_selector(text: str) -> Predicate:
 
 # ------------------------------------------------------------------------------------- evaluation
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-def _namespace_labels(topology: Topology, pod: Pod) -> dict[str, str]:
-    return {**topology.labels_of(pod), "projectcalico.org/name": pod.namespace}
+
+def is_host_endpoint(endpoint: Endpoint) -> bool:
+    return isinstance(endpoint, External) and endpoint.identity == HOST_ENDPOINT
+
+
+def has_side(endpoint: Endpoint) -> bool:
+    """Calico policy applies to workload endpoints and host endpoints."""
+    return isinstance(endpoint, Pod) or is_host_endpoint(endpoint)
+
+
+def address_of(endpoint: Endpoint) -> Address | None:
+    return endpoint.address
+
+
+def _within(address: Address | None, nets: Iterable[Network]) -> bool:
+    return address is not None and any(address.version == n.version and address in n for n in nets)
+
+
+def _namespace_is(namespace: str) -> Predicate:
+    return lambda labels: labels.get(NAMESPACE_LABEL) == namespace
+
+
+def _and(*parts: Predicate) -> Predicate:
+    return lambda labels: all(p(labels) for p in parts)
 
 
 class CalicoSemantics:
     def __init__(self, objects: Iterable[Mapping[str, Any]], topology: Topology) -> None:
         self.topology = topology
         self.tier_order: dict[str, tuple[float, str]] = {"default": (DEFAULT_TIER_ORDER, "Deny")}
-        self.network_sets: list[tuple[dict[str, str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]] = []
+        self.network_sets: list[tuple[dict[str, str], list[Network]]] = []
         self.policies: dict[str, list[tuple[tuple[float, str], Mapping[str, Any]]]] = defaultdict(list)
         for obj in objects:
             if obj.get("apiVersion") != "projectcalico.org/v3":
@@ -182,67 +262,112 @@ class CalicoSemantics:
                 raise ValueError(f"policies in tier {tier!r}, which no Tier object declares")
             self.policies[tier].sort(key=lambda kp: kp[0])
         self.tiers = sorted(self.tier_order, key=lambda t: (self.tier_order[t][0], t))
-        self._selectors: dict[str, Predicate] = {}
+        self._selectors: dict[tuple[str, str], Predicate] = {}
+        self._subjects: dict[tuple[str, str | None, str, str | None], Predicate] = {}
+        self._labels: dict[Endpoint, Labels | None] = {}
+        self._rule_selectors: dict[tuple[str | None, str | None, str | None, str | None], Predicate | None] = {}
 
-    def selector(self, text: str | None) -> Predicate:
+    # ---- selectors as Felix evaluates them
+    def selector(self, text: str | None, mode: str = "plain") -> Predicate:
+        """mode: plain (as written), subject (all() of a global policy with a namespaceSelector),
+        namespaces (a policy's namespaceSelector), rule-namespaces (a rule's namespaceSelector)."""
         text = text or "all()"
-        if text not in self._selectors:
-            self._selectors[text] = parse_selector(text)
-        return self._selectors[text]
+        key = (text, mode)
+        if key not in self._selectors:
+            if mode == "plain":
+                pred = parse_selector(text)
+            elif mode == "subject":
+                pred = parse_selector(text, all_=_in_namespace)
+            elif mode == "namespaces":
+                pred = parse_selector(text, prefix=NAMESPACE_PREFIX, all_=_in_namespace)
+            else:
+                pred = parse_selector(text, prefix=NAMESPACE_PREFIX, all_=_in_namespace, global_=_not_in_namespace)
+            self._selectors[key] = pred
+        return self._selectors[key]
+
+    def subject(self, policy: Mapping[str, Any]) -> Predicate:
+        """The endpoints a policy applies to (updateprocessors: (global)networkpolicyprocessor.go)."""
+        spec = policy.get("spec") or {}
+        namespace = policy["metadata"].get("namespace") if policy["kind"] == "NetworkPolicy" else None
+        key = (policy["kind"], namespace, spec.get("selector") or "", spec.get("namespaceSelector"))
+        if key not in self._subjects:
+            if namespace is not None:
+                pred = _and(self.selector(spec.get("selector")), _namespace_is(namespace))
+            elif spec.get("namespaceSelector"):
+                pred = _and(self.selector(spec.get("selector"), "subject"),
+                            self.selector(spec["namespaceSelector"], "namespaces"))
+            else:
+                pred = self.selector(spec.get("selector"))
+            self._subjects[key] = pred
+        return self._subjects[key]
+
+    def rule_selector(self, entity: Mapping[str, Any], policy: Mapping[str, Any]) -> Predicate | None:
+        """An entity rule's positive selector (rules.go getEndpointSelector); None: no selector."""
+        namespace = policy["metadata"].get("namespace") if policy["kind"] == "NetworkPolicy" else None
+        ns_text, text = entity.get("namespaceSelector"), entity.get("selector")
+        key = (namespace, ns_text, text, "not" if "notSelector" in entity else None)
+        if key not in self._rule_selectors:
+            ns_part: Predicate | None = None
+            if ns_text:
+                ns_part = self.selector(ns_text, "rule-namespaces")
+            elif namespace is not None:
+                ns_part = _namespace_is(namespace)
+            own = self.selector(text) if text else None
+            pred: Predicate | None = own
+            if ns_part is not None and (text or "notSelector" in entity or ns_text):
+                pred = ns_part if own is None else _and(ns_part, own)
+            self._rule_selectors[key] = pred
+        return self._rule_selectors[key]
+
+    def labels(self, endpoint: Endpoint) -> Labels | None:
+        """The labels Felix sees on an endpoint; None: not a Calico endpoint (an outside address)."""
+        if endpoint not in self._labels:
+            self._labels[endpoint] = self._felix_labels(endpoint)
+        return self._labels[endpoint]
+
+    def _felix_labels(self, endpoint: Endpoint) -> Labels | None:
+        if isinstance(endpoint, Pod):
+            namespace_labels = {**self.topology.labels_of(endpoint), CALICO_NAMESPACE_NAME: endpoint.namespace}
+            own = {k: v for k, v in endpoint.labels.items()
+                   if not k.startswith((NAMESPACE_PREFIX, SERVICE_ACCOUNT_PREFIX))}
+            return {
+                **own,
+                NAMESPACE_LABEL: endpoint.namespace,
+                ORCHESTRATOR_LABEL: "k8s",
+                **{NAMESPACE_PREFIX + k: v for k, v in namespace_labels.items()},
+            }
+        if is_host_endpoint(endpoint):
+            return endpoint.labels
+        return None
+
+    def member(self, pred: Predicate, endpoint: Endpoint) -> bool:
+        """Whether the endpoint's address is in the IP set of a selector: a matching endpoint's own, or
+        inside a matching GlobalNetworkSet."""
+        labels = self.labels(endpoint)
+        if labels is not None and pred(labels):
+            return True
+        address = address_of(endpoint)
+        return address is not None and any(pred(ls) and _within(address, nets) for ls, nets in self.network_sets)
 
     # ---- matching
-    def applies(self, policy: Mapping[str, Any], pod: Pod, direction: str) -> bool:
+    def applies(self, policy: Mapping[str, Any], endpoint: Endpoint, direction: str) -> bool:
         spec = policy.get("spec") or {}
         types = spec.get("types") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
         if direction not in types:
             return False
-        if policy["kind"] == "NetworkPolicy":
-            if policy["metadata"]["namespace"] != pod.namespace:
-                return False
-        elif "namespaceSelector" in spec and not self.selector(spec["namespaceSelector"])(
-            _namespace_labels(self.topology, pod), False
-        ):
-            return False
-        return self.selector(spec.get("selector"))(pod.labels, False)
+        labels = self.labels(endpoint)
+        return has_side(endpoint) and labels is not None and self.subject(policy)(labels)
 
     def entity_matches(self, entity: Mapping[str, Any], policy: Mapping[str, Any], endpoint: Endpoint) -> bool:
-        if "nets" in entity and (not isinstance(endpoint, External) or not any(
-            endpoint.address.version == n.version and endpoint.address in n
-            for n in map(ipaddress.ip_network, entity["nets"])
-        )):
+        address = address_of(endpoint)
+        if "nets" in entity and not _within(address, map(ipaddress.ip_network, entity["nets"])):
             return False
-        if "notNets" in entity and isinstance(endpoint, External) and any(
-            endpoint.address.version == n.version and endpoint.address in n
-            for n in map(ipaddress.ip_network, entity["notNets"])
-        ):
+        if "notNets" in entity and _within(address, map(ipaddress.ip_network, entity["notNets"])):
             return False
-        has_selector = "selector" in entity or "namespaceSelector" in entity
-        return not has_selector or self.selected(entity, policy, endpoint)
-
-    def selected(self, entity: Mapping[str, Any], policy: Mapping[str, Any], endpoint: Endpoint) -> bool:
-        labels_match = self.selector(entity.get("selector"))
-        ns_text = entity.get("namespaceSelector")
-        if isinstance(endpoint, External):
-            # only GlobalNetworkSets carry external addresses; reachable from a NetworkPolicy rule only
-            # through namespaceSelector global()
-            if policy["kind"] == "NetworkPolicy" and (ns_text is None or not self.selector(ns_text)({}, True)):
-                return False
-            if policy["kind"] == "GlobalNetworkPolicy" and ns_text is not None and not self.selector(
-                ns_text
-            )({}, True):
-                return False
-            return any(
-                labels_match(labels, True) and any(
-                    endpoint.address.version == n.version and endpoint.address in n for n in nets
-                )
-                for labels, nets in self.network_sets
-            )
-        if ns_text is None:
-            if policy["kind"] == "NetworkPolicy" and endpoint.namespace != policy["metadata"]["namespace"]:
-                return False
-        elif not self.selector(ns_text)(_namespace_labels(self.topology, endpoint), False):
+        positive = self.rule_selector(entity, policy)
+        if positive is not None and not self.member(positive, endpoint):
             return False
-        return labels_match(endpoint.labels, False)
+        return "notSelector" not in entity or not self.member(self.selector(entity["notSelector"]), endpoint)
 
     @staticmethod
     def ports_match(ports: Iterable[Any], conn: Connection, protocol: Protocol) -> bool:
@@ -275,10 +400,10 @@ class CalicoSemantics:
                 return False
         return True
 
-    def side(self, pod: Pod, direction: str, conn: Connection) -> Verdict:
+    def side(self, endpoint: Endpoint, direction: str, conn: Connection) -> Verdict:
         key = direction.lower()
         for tier in self.tiers:
-            applying = [p for _, p in self.policies.get(tier, ()) if self.applies(p, pod, direction)]
+            applying = [p for _, p in self.policies.get(tier, ()) if self.applies(p, endpoint, direction)]
             if not applying:
                 continue
             decided: tuple[str, str] | None = None
@@ -300,4 +425,7 @@ class CalicoSemantics:
         return Verdict(True, ())
 
     def decide(self, conn: Connection) -> Verdict:
-        return both_sides(conn, lambda pod, egress: self.side(pod, "Egress" if egress else "Ingress", conn))
+        return both_sides(
+            conn, lambda endpoint, egress: self.side(endpoint, "Egress" if egress else "Ingress", conn),
+            has_side=has_side,
+        )

@@ -191,6 +191,7 @@ class Tier:
 class Compiled:
     egress: list[Tier]
     ingress: list[Tier]
+    sided: int | None = None  # endpoints policy can apply to (None: the pods; Calico adds host endpoints)
 
 
 class Index:
@@ -302,16 +303,18 @@ def _run(plan: Sequence[tuple[Sequence[Rule], int]], port_mask: Callable[[Ports]
     return allowed | remaining
 
 
-def _plans(tiers: Sequence[Tier], index: Index) -> dict[int, list[tuple[list[Rule], int]]]:
-    """Per pod position: the tiers applying to it, each with the rules applying to it, in order."""
+def _plans(tiers: Sequence[Tier], index: Index, sided: int | None = None) -> dict[int, list[tuple[list[Rule], int]]]:
+    """Per position of an endpoint with a side (sided; None: the pods): the tiers applying to it, each
+    with the rules applying to it, in order."""
+    sided = index.pods if sided is None else sided
     plans: dict[int, list[tuple[list[Rule], int]]] = defaultdict(list)
     for tier in tiers:
         mine: dict[int, list[Rule]] = {}
-        for i in _bits(tier.applies & index.pods, index.n):
+        for i in _bits(tier.applies & sided, index.n):
             mine[i] = []
             plans[i].append((mine[i], tier.otherwise))
         for rule in tier.rules:
-            for i in _bits(rule.subjects & tier.applies & index.pods, index.n):
+            for i in _bits(rule.subjects & tier.applies & sided, index.n):
                 mine[i].append(rule)
     return plans
 
@@ -406,8 +409,8 @@ def _group(plans: Mapping[int, Plan], index: Index, by_ports: bool) -> list[Grou
         key: Hashable = tuple((tuple(map(id, rules)), otherwise) for rules, otherwise in plan)
         if by_ports:
             pod = index.endpoints[i]
-            assert isinstance(pod, Pod)
-            key = (key, tuple(sorted((k, v[0], v[1].value) for k, v in pod.ports.items())))
+            ports = pod.ports if isinstance(pod, Pod) else {}
+            key = (key, tuple(sorted((k, v[0], v[1].value) for k, v in ports.items())))
         if key in groups:
             groups[key].members |= 1 << i
         else:
@@ -457,8 +460,8 @@ def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence
 
 
 def evaluate(compiled: Compiled, index: Index, probes: Sequence[Probe]) -> Matrix:
-    egress = _group(_plans(compiled.egress, index), index, by_ports=False)
-    ingress = _group(_plans(compiled.ingress, index), index, by_ports=True)
+    egress = _group(_plans(compiled.egress, index, compiled.sided), index, by_ports=False)
+    ingress = _group(_plans(compiled.ingress, index, compiled.sided), index, by_ports=True)
     rows: list[tuple[int, ...]] = [()] * len(probes)
     for members in _probe_classes(compiled, probes, index).values():
         result = _rows(index, probes[members[0]], egress, ingress)
@@ -686,15 +689,19 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
         return index.cached(key, lambda: index.where(
             index.all, lambda e: evaluator.entity_matches(entity, policy, e)))
 
+    # workload endpoints and host endpoints have sides (Calico policy applies to both)
+    sided = index.cached("calico-sided", lambda: index.where(index.all, calico_semantics.has_side))
+
     def applies(policy: Mapping[str, Any], direction: str) -> int:
         def test(e: Endpoint) -> bool:
-            return isinstance(e, Pod) and evaluator.applies(policy, e, direction)
+            return evaluator.applies(policy, e, direction)
 
-        if policy["kind"] == "NetworkPolicy":
-            return index.where(index.ns_pods.get(policy["metadata"]["namespace"], 0), test)
-        return index.where(index.pods, test)
+        spec = policy.get("spec") or {}
+        key = ("calico-applies", policy["kind"], policy["metadata"].get("namespace"), spec.get("selector"),
+               spec.get("namespaceSelector"), _key(spec.get("types")), bool(spec.get("egress")), direction)
+        return index.cached(key, lambda: index.where(sided, test))
 
-    compiled = Compiled([], [])
+    compiled = Compiled([], [], sided)
     for direction, tiers in (("Ingress", compiled.ingress), ("Egress", compiled.egress)):
         key = direction.lower()
         for name in evaluator.tiers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias, Union
+from typing import Any, TypeAlias, Union
 
 from netdsl import ir
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
@@ -119,19 +119,23 @@ class Topology:
 
 def both_sides(
     conn: Connection,
-    side: Callable[[Pod, bool], Verdict],
+    side: Callable[[Any, bool], Verdict],  # Any: takes pods and the endpoints has_side admits
     identity_side: Callable[[External, bool], Verdict | None] | None = None,
+    has_side: Callable[[Endpoint], bool] = lambda e: isinstance(e, Pod),
 ) -> Verdict:
-    """A connection is allowed when the source's egress (side(pod, True)) and the destination's ingress
-    (side(pod, False)) both allow it. Pods always have a side; a non-pod endpoint has one only where
-    identity_side gives a verdict (a target's own identities its policies can select, e.g. Cilium's
-    health and ingress endpoints), otherwise none. The first denial decides."""
+    """A connection is allowed when the source's egress (side(src, True)) and the destination's ingress
+    (side(dst, False)) both allow it. Endpoints has_side admits (pods, unless a target's evaluator says
+    more, e.g. Calico host endpoints) have a side; another non-pod endpoint has one only where
+    identity_side gives a verdict (Cilium's health and ingress endpoints), otherwise none. The first
+    denial decides."""
     reasons: list[str] = []
     for endpoint, egress in ((conn.src, True), (conn.dst, False)):
-        if isinstance(endpoint, Pod):
+        if has_side(endpoint):
             verdict: Verdict | None = side(endpoint, egress)
+        elif isinstance(endpoint, External) and identity_side is not None:
+            verdict = identity_side(endpoint, egress)
         else:
-            verdict = identity_side(endpoint, egress) if identity_side is not None else None
+            verdict = None
         if verdict is None:
             continue
         if not verdict.allowed:

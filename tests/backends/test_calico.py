@@ -51,7 +51,10 @@ POLICY_KINDS = {"NetworkPolicy", "GlobalNetworkPolicy"}
 CALICO_KINDS = {"Tier", "GlobalNetworkSet", *POLICY_KINDS}
 STAGED_KINDS = {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy"}
 SYSTEM = ("calico-apiserver", "calico-system", "kube-node-lease", "kube-public", "kube-system", "tigera-operator")
-NOT_SYSTEM = "projectcalico.org/name not in {" + ", ".join(f"'{n}'" for n in SYSTEM) + "}"
+# negative only: `has(...)` keeps host endpoints and network sets (no namespace labels) out
+NOT_SYSTEM = (
+    "has(projectcalico.org/name) && projectcalico.org/name not in {" + ", ".join(f"'{n}'" for n in SYSTEM) + "}"
+)
 TCP, UDP = Protocol.TCP, Protocol.UDP
 
 
@@ -806,9 +809,9 @@ def test_a_cidr_set_used_twice_is_one_global_network_set() -> None:
     assert rules(objects, "web") == [{"action": "Allow", "protocol": "TCP", "source": ref,
                                       "destination": {"ports": [443]}}]
     assert rules(objects, "api")[0]["source"] == ref
-    # in a GlobalNetworkPolicy the selector alone reaches network sets
+    # in a GlobalNetworkPolicy too: the selector alone would also match pods carrying the set's label
     assert rules(objects, "cluster-all-pods", "egress") == [{"action": "Allow", "protocol": "TCP", "destination": {
-        "selector": "netdsl.dev/network-set == 'office'", "ports": [22]}}]
+        "namespaceSelector": "global()", "selector": "netdsl.dev/network-set == 'office'", "ports": [22]}}]
 
 
 def test_a_cidr_set_used_once_is_inline() -> None:
@@ -878,7 +881,8 @@ def test_plain_cluster_isolation_spares_the_system_namespaces() -> None:
 def test_system_namespaces_can_be_redeclared() -> None:
     objects = compiled("system namespaces = kube-system, my-sys\ncluster {\n  isolate\n}\n")
     (isolation,) = policies(objects)
-    assert isolation["spec"]["namespaceSelector"] == "projectcalico.org/name not in {'kube-system', 'my-sys'}"
+    assert isolation["spec"]["namespaceSelector"] == (
+        "has(projectcalico.org/name) && projectcalico.org/name not in {'kube-system', 'my-sys'}")
     c = Cluster(objects, SPARE_NAMESPACES, SPARE_PODS)
     assert c.allowed("kube-system/other", "my-sys/agent", 80)
     assert not c.allowed("kube-system/other", "calico-system/node", 80)
