@@ -29,13 +29,19 @@ def _cilium_identities(label_sets: Sequence[Mapping[str, str]], addresses: Seque
     return [External(addresses[0], identity=f"cilium:{r}") for r in CILIUM_RESERVED]
 
 
+_NOT_ON_HOST_ENDPOINTS = ("projectcalico.org/", "pcns.", "pcsa.", "netdsl.dev/", "app.kubernetes.io/managed-by")
+
+
 def _calico_host_endpoints(label_sets: Sequence[Mapping[str, str]], addresses: Sequence[Address]) -> list[External]:
     """Calico host endpoints: non-namespaced, with any labels an admin gives them - one per pod label
     class (and one without labels), so no selector meant for pods can silently match one."""
     out = [External(a, identity="calico:host-endpoint") for a in addresses]  # a node is also an address
-    out += [External(addresses[0], identity="calico:host-endpoint", labels=dict(labels))
-            for labels in label_sets if labels]
-    return out
+    for labels in label_sets:
+        # assumed: an admin does not give a host endpoint Calico's or netdsl's own labels
+        own = {k: v for k, v in labels.items() if not k.startswith(_NOT_ON_HOST_ENDPOINTS)}
+        if own:
+            out.append(External(addresses[0], identity="calico:host-endpoint", labels=own))
+    return list(dict.fromkeys(out))
 
 
 NON_POD_BY_TARGET.update({"cilium": _cilium_identities, "calico": _calico_host_endpoints})
