@@ -13,7 +13,7 @@ from typing import NoReturn, TextIO
 import click
 
 from netdsl import __version__
-from netdsl.analysis import analyse, default_targets
+from netdsl.analysis import Analysis, analyse, default_targets
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
@@ -40,7 +40,8 @@ from netdsl.semantics.engine import (
     split_port,
     with_externals,
 )
-from netdsl.semantics.model import External, Topology, topology_from_program
+from netdsl.semantics.matrix import Probe, probe_names
+from netdsl.semantics.model import Endpoint, External, Topology, topology_from_program
 from netdsl.semantics.topology import TopologyError, read_topology
 
 EXIT_INPUT = 1
@@ -187,6 +188,19 @@ def _read_topology(topology_dir: Path) -> Topology:
         _fail(str(exc))
 
 
+def _probes(port: str, dst: Endpoint | None, analysis: Analysis) -> tuple[Probe, ...]:
+    """The probes for `--to B:PORT`: a number, or a named port - of B's container ports in a given
+    topology, in the class topology at every port class B may bind it to."""
+    word, _, proto = port.partition("/")
+    if analysis.every_cluster and not word.isdigit():
+        protocol = parse_probe("1" + ("/" + proto if proto else ""))[0]
+        named = tuple(p for p in analysis.probes if p[0] is protocol and word in probe_names(p))
+        if not named:
+            raise EndpointError(f"no statement mentions a port named {word!r}")
+        return named
+    return (parse_probe(port, dst),)
+
+
 @main.command("explain")
 @paths_argument
 @click.option("--from", "src_text", metavar="A",
@@ -232,7 +246,7 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
         if src is not None and dst is not None:
             if isinstance(src, External) and isinstance(dst, External):
                 raise EndpointError("both ends are external addresses: no policy applies between them")
-            probes = (parse_probe(port, dst),) if port else analysis.probes
+            probes = _probes(port, dst, analysis) if port else analysis.probes
         elif port:
             raise EndpointError(f"--to {dst_text}: a port needs --from too")
     except EndpointError as exc:

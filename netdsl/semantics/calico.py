@@ -65,8 +65,8 @@ from netdsl.semantics.model import (
     Pod,
     Topology,
     Verdict,
+    binds,
     both_sides,
-    resolve_port,
 )
 
 # ------------------------------------------------------------------------------------- selectors
@@ -379,7 +379,7 @@ class CalicoSemantics:
                 lo, hi = map(int, p.split(":"))
                 if lo <= conn.port <= hi:
                     return True
-            elif resolve_port(conn.dst, p, protocol) == conn.port:
+            elif binds(conn, p, protocol):
                 return True
         return False
 

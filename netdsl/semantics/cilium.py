@@ -59,17 +59,16 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from netdsl.ir import Protocol
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
     External,
     Topology,
     Verdict,
+    binds,
     both_sides,
     entity_matches,
     reserved_labels,
-    resolve_port,
 )
 from netdsl.semantics.vanilla import selector_matches
 
@@ -214,7 +213,7 @@ class CiliumSemantics:
                 if re.fullmatch(r"\d+", port):
                     if int(port) <= conn.port <= int(p.get("endPort", port)):
                         return True
-                elif resolve_port(conn.dst, port, Protocol(conn.protocol.value)) == conn.port:
+                elif binds(conn, port, conn.protocol):
                     return True
         return False
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error
-from netdsl.semantics.matrix import Evaluator, Matrix, Probe, matrix, probe_text
+from netdsl.semantics.matrix import Evaluator, Matrix, Probe, matrix, probe_names, probe_text
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.targets import EVALUATOR_BY_TARGET
@@ -63,17 +63,20 @@ def members(text: str, program: ir.Program, topology: Topology) -> list[Endpoint
             if p.namespace == s.namespace and s.selector.matches(dict(p.labels))]
 
 
-def _probe_of(e: ir.Expectation, dst: Endpoint) -> Probe | None:
-    """The probe of an expectation with a port, for one destination (None: a named port it lacks)."""
+def _probes_of(e: ir.Expectation, dst: Endpoint, probes: Sequence[Probe]) -> list[Probe]:
+    """The probes of an expectation with a port, for one destination: the port; a named port at every
+    number the destination may bind it to (in the class topology, every port class; none for an
+    address)."""
     assert e.port is not None
     if e.port.name is None:
         assert e.port.port is not None
-        return e.port.protocol, e.port.port
-    if isinstance(dst, Pod) and e.port.name in dst.ports:
+        return [(e.port.protocol, e.port.port)]
+    if not isinstance(dst, Pod):
+        return []
+    if e.port.name in dst.ports:
         number, protocol = dst.ports[e.port.name]
-        if protocol is e.port.protocol:
-            return protocol, number
-    return None
+        return [(protocol, number)] if protocol is e.port.protocol else []
+    return [p for p in probes if p[0] is e.port.protocol and e.port.name in probe_names(p)]
 
 
 def _check(e: ir.Expectation, program: ir.Program, topology: Topology, probes: Sequence[Probe],
@@ -113,11 +116,9 @@ def _first_failure(e: ir.Expectation, pairs: Sequence[tuple[Endpoint, Endpoint]]
                    m: Matrix, evaluator: Evaluator | None) -> tuple[Endpoint, Endpoint, Probe, bool] | None:
     for src, dst in pairs:
         if e.port is not None:
-            probe = _probe_of(e, dst)
-            if probe is None:
-                continue  # this destination has no port of that name
-            if _allowed(m, evaluator, src, dst, probe) != e.allowed:
-                return src, dst, probe, not e.allowed
+            for probe in _probes_of(e, dst, probes):
+                if _allowed(m, evaluator, src, dst, probe) != e.allowed:
+                    return src, dst, probe, not e.allowed
             continue
         if e.allowed:
             if not any(_allowed(m, evaluator, src, dst, p) for p in probes):

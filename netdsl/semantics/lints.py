@@ -18,7 +18,7 @@ from netdsl.diagnostics import Diagnostic, warning
 from netdsl.semantics.matrix import matrix
 from netdsl.semantics.model import Connection, External, port_matches
 from netdsl.semantics.program import ProgramSemantics, peer_matches
-from netdsl.semantics.universe import TooLargeError, Universe, build
+from netdsl.semantics.universe import TooLargeError, Universe, build, range_text
 from netdsl.semantics.verify import coexist, describe_endpoint
 
 MAX_RULES = 200
@@ -84,7 +84,7 @@ def blocked_flows(program: ir.Program, universe: Universe | None = None) -> list
                             "another replica of it" if src == dst else describe_endpoint(dst, topology))
                         out.append(warning(
                             "blocked-flow", f"this flow does not work end to end: {where} on "
-                            f"{probe[1]}/{probe[0].value.lower()} is denied", rule.span,
+                            f"{range_text(probes, probe)} is denied", rule.span,
                             "decided by: " + ("; ".join(verdict.reasons) or "no statement"),
                         ))
                         break

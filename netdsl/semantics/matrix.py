@@ -41,7 +41,12 @@ from netdsl.semantics import program as program_semantics
 from netdsl.semantics import vanilla as vanilla_semantics
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict
 
-Probe = tuple[Protocol, int]
+# (protocol, port) or, in a class topology, (protocol, port, the named ports the destination binds to it)
+Probe = tuple[Protocol, int] | tuple[Protocol, int, frozenset[str]]
+
+
+def probe_names(probe: Probe) -> frozenset[str]:
+    return probe[2] if len(probe) > 2 else frozenset()
 
 
 class Evaluator(TypingProtocol):
@@ -51,8 +56,10 @@ class Evaluator(TypingProtocol):
 
 
 def probe_text(probe: Probe) -> str:
-    protocol, port = probe
-    return f"{port}/{protocol.value.lower()}"
+    protocol, port = probe[0], probe[1]
+    names = probe_names(probe)
+    bound = f" (as {', '.join(sorted(names))})" if names else ""
+    return f"{port}/{protocol.value.lower()}{bound}"
 
 
 # ------------------------------------------------------------------------------------------ result
@@ -330,6 +337,8 @@ def _numeric_match(item: PortItem, probe: Probe) -> bool:
 def _named_mask(item: PortItem, probe: Probe, index: Index) -> int:
     if item.name is None or (item.protocol is not None and item.protocol is not probe[0]):
         return 0
+    if item.name in probe_names(probe):  # class topology: every pod binds the probe's names
+        return index.pods
     return index.named.get((item.name, probe[0], probe[1]), 0)
 
 
@@ -474,14 +483,14 @@ def by_decide(evaluator: Evaluator, topology: Topology, probes: Sequence[Probe])
     """The matrix one connection at a time (any evaluator; the reference the fast path must equal)."""
     endpoints = topology.endpoints
     rows: list[tuple[int, ...]] = []
-    for protocol, port in probes:
+    for probe in probes:
         row = []
         for src in endpoints:
             mask = 0
             for j, dst in enumerate(endpoints):
                 if isinstance(src, External) and isinstance(dst, External):
                     continue
-                if evaluator.decide(Connection(src, dst, protocol, port)).allowed:
+                if evaluator.decide(Connection(src, dst, *probe)).allowed:
                     mask |= 1 << j
             row.append(mask)
         rows.append(tuple(row))

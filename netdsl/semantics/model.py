@@ -72,9 +72,13 @@ class Connection:
     dst: Endpoint
     protocol: Protocol
     port: int
+    # Class topologies: the named container ports the destination pod binds to this port (a pod of a
+    # class topology stands for every binding of its named ports, so the probe says which).
+    names: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
-        return f"{self.src} -> {self.dst}:{self.port}/{self.protocol.value.lower()}"
+        bound = f" (as {', '.join(sorted(self.names))})" if self.names else ""
+        return f"{self.src} -> {self.dst}:{self.port}/{self.protocol.value.lower()}{bound}"
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,19 @@ def resolve_port(dst: Endpoint, name: str, protocol: Protocol) -> int | None:
     return None
 
 
+def binds(conn: Connection, name: str, protocol: Protocol) -> bool:
+    """Whether the connection's destination port is the destination pod's named port `name` (with that
+    protocol): as the probe says in a class topology, else by the pod's container ports."""
+    if not isinstance(conn.dst, Pod) or protocol is not conn.protocol:
+        return False
+    return name in conn.names or resolve_port(conn.dst, name, protocol) == conn.port
+
+
 def port_matches(p: ir.PortMatch, conn: Connection) -> bool:
     if p.protocol is not conn.protocol:
         return False
     if p.name is not None:
-        return resolve_port(conn.dst, p.name, conn.protocol) == conn.port
+        return binds(conn, p.name, p.protocol)
     if p.port is None:
         return True
     return p.port <= conn.port <= (p.end_port or p.port)

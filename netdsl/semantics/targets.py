@@ -11,7 +11,7 @@ from netdsl import ir
 from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
 from netdsl.semantics.cilium import CiliumSemantics
-from netdsl.semantics.matrix import Probe
+from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import CILIUM_RESERVED, External, Topology
 from netdsl.semantics.universe import NON_POD_BY_TARGET, Address
 from netdsl.semantics.vanilla import VanillaSemantics
@@ -51,8 +51,8 @@ _UNLISTED = (9999, 12345, 23456, 34567, 45678)
 _PROTOCOL_ORDER = {Protocol.TCP: 0, Protocol.UDP: 1, Protocol.SCTP: 2}
 
 
-def probe_sort_key(probe: Probe) -> tuple[int, int]:
-    return probe[1], _PROTOCOL_ORDER[probe[0]]
+def probe_sort_key(probe: Probe) -> tuple[int, int, tuple[str, ...]]:
+    return probe[1], _PROTOCOL_ORDER[probe[0]], tuple(sorted(probe_names(probe)))
 
 
 def probes_for(programs: Iterable[ir.Program], topology: Topology) -> tuple[Probe, ...]:
@@ -76,6 +76,6 @@ def probes_for(programs: Iterable[ir.Program], topology: Topology) -> tuple[Prob
                     found.add((p.protocol, p.port))
                     found.add((p.protocol, p.end_port or p.port))
     for protocol in sorted(protocols, key=_PROTOCOL_ORDER.__getitem__):
-        used = {port for proto, port in found if proto is protocol}
+        used = {probe[1] for probe in found if probe[0] is protocol}
         found.add((protocol, next((n for n in _UNLISTED if n not in used), 65535)))
     return tuple(sorted(found, key=probe_sort_key))

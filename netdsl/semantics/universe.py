@@ -10,11 +10,12 @@ non-empty class (cell) decides for all of its members, in every cluster:
   objects), each with labels that satisfy exactly that cell; one name with several label sets becomes
   several variants of that namespace (Pod.variant);
 * pods: per namespace cell, the cells of the pod selectors that can apply in that namespace, each pod
-  standing for any number of replicas (a pod's connection to itself is replica-to-replica traffic);
-  copies with named ports bound to each port class, as destinations;
+  standing for any number of replicas (a pod's connection to itself is replica-to-replica traffic)
+  and for every binding of its named ports;
 * externals: one address per interval between CIDR boundaries, DNS names inside and outside each FQDN
   pattern, and the target's own identities (NON_POD_BY_TARGET);
-* probes: one port per protocol and interval between port boundaries.
+* probes: one port per protocol and interval between port boundaries, and each again with each set
+  of named ports the destination binds to it (Connection.names).
 
 A difference found over the class topology is a real counterexample (each representative is a
 concrete, possible pod); no difference means none in any cluster. Label values no selector mentions
@@ -37,9 +38,8 @@ from typing import Any
 
 from netdsl import ir
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
+from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import External, Pod, Topology
-
-Probe = tuple[Protocol, int]
 
 ABSENT = "\x00absent"  # the atom "this key is not set"
 OTHER = "\x00other"  # the atom "set to a value no selector mentions"
@@ -546,14 +546,16 @@ def _probes(m: Mentions) -> tuple[Probe, ...]:
 
 def probe_range(probes: Sequence[Probe], probe: Probe) -> tuple[int, int]:
     """The ports a probe of the class topology stands for: up to the next probe of its protocol."""
-    protocol, port = probe
-    higher = [p for proto, p in probes if proto is protocol and p > port]
+    protocol, port = probe[0], probe[1]
+    higher = [p[1] for p in probes if p[0] is protocol and p[1] > port]
     return port, (min(higher) - 1 if higher else 65535)
 
 
 def range_text(probes: Sequence[Probe], probe: Probe) -> str:
     lo, hi = probe_range(probes, probe)
-    return f"{lo}/{probe[0].value.lower()}" if lo == hi else f"{lo}-{hi}/{probe[0].value.lower()}"
+    text = f"{lo}/{probe[0].value.lower()}" if lo == hi else f"{lo}-{hi}/{probe[0].value.lower()}"
+    names = probe_names(probe)
+    return text + (f" (as {', '.join(sorted(names))})" if names else "")
 
 
 def _addresses(m: Mentions) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -582,23 +584,24 @@ def _dns_names(m: Mentions) -> list[str]:
     return sorted(n for n in names if n and not n.startswith("."))
 
 
-def _named_port_bindings(m: Mentions, probes: Sequence[Probe]) -> list[dict[str, tuple[int, Protocol]]]:
-    """The named-port bindings a destination pod class is copied with."""
+def _named_probes(m: Mentions, probes: Sequence[Probe]) -> list[Probe]:
+    """Each port class again with each set of named ports the destination may bind to it: a pod of the
+    class topology stands for every binding of its named ports, to any number."""
     by_protocol: dict[Protocol, set[str]] = defaultdict(set)
     for name, protocol in m.port_names:
         for proto in (protocol,) if protocol is not None else tuple(Protocol):
             by_protocol[proto].add(name)
-    bindings: list[dict[str, tuple[int, Protocol]]] = []
+    out: list[Probe] = []
     for protocol, names in sorted(by_protocol.items(), key=lambda kv: kv[0].value):
         ordered = sorted(names)
         if len(ordered) <= MAX_NAME_SUBSETS:
             subsets = [c for k in range(1, len(ordered) + 1) for c in itertools.combinations(ordered, k)]
         else:
             subsets = [(n,) for n in ordered] + [tuple(ordered)]
-        for proto, port in probes:
-            if proto is protocol:
-                bindings += [{n: (port, protocol) for n in subset} for subset in subsets]
-    return bindings
+        for probe in probes:
+            if probe[0] is protocol:
+                out += [(protocol, probe[1], frozenset(subset)) for subset in subsets]
+    return out
 
 
 def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.Workload]) -> str:
@@ -612,14 +615,10 @@ def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.W
     return "pod{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
-def _port_suffix(binding: Mapping[str, tuple[int, Protocol]]) -> str:
-    return "@" + ",".join(f"{n}={p}/{proto.value.lower()}" for n, (p, proto) in sorted(binding.items()))
-
-
 def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
            fallback: Sequence[ir.Workload] = ()) -> Universe:
     probes = _probes(m)
-    bindings = _named_port_bindings(m, probes)
+    probes = (*probes, *_named_probes(m, probes))
     namespaces: dict[str, dict[str, str]] = {}
     variants: dict[tuple[str, int], dict[str, str]] = {}
     pods: list[Pod] = []
@@ -639,8 +638,6 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
             base = _fresh(taken, readable + suffix)
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant))
-            for binding in bindings:
-                pods.append(Pod(name, base + _port_suffix(binding), pod_labels, binding, variant))
             if len(pods) > MAX_ENDPOINTS:
                 raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
     addresses = _addresses(m)

@@ -25,8 +25,8 @@ from netdsl.semantics.model import (
     Pod,
     Topology,
     Verdict,
+    binds,
     both_sides,
-    resolve_port,
 )
 
 
@@ -79,7 +79,7 @@ def _port_matches(port: Mapping[str, Any], conn: Connection) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        return resolve_port(conn.dst, value, protocol) == conn.port
+        return binds(conn, value, protocol)
     end = port.get("endPort", value)
     return bool(value <= conn.port <= end)
 
