@@ -1,7 +1,7 @@
 """Parse .seg text into a syntax tree whose every node carries its source span.
 
 The tree is a faithful, unvalidated picture of the text: a port is still the WORD the user typed.
-Checking what the words mean is lowering's job (netdsl/lower.py), where there is context to say
+Checking what the words mean is lowering's job (netdsl/lower/), where there is context to say
 precisely what is wrong.
 """
 
