@@ -1,4 +1,29 @@
-"""The other halves of flows (see derive_counterparts).
+"""The other halves of flows: a flow works end to end.
+
+Rule. An allow statement `S accepts P` (or `S connects to P`) opens S's side. Where the program also
+restricts the opposite direction of pods of P - an `isolate` that covers them, or any statement whose
+subject includes them, in that direction - netdsl emits P's side too (the "other half"): a rule on
+those pods that lets exactly this flow (S, the statement's ports) through. What is derived where:
+
+* Toward the pods the peer names: a service or group (`web`), `ns/service`, `pods[...]`,
+  `pods[...] in namespace NAME`, `all pods`, `all pods in namespace NAME`, `namespace NAME`. These
+  are pods of one namespace, and the other half goes there.
+* For broad peers - `anywhere`, `entity all`, `entity cluster`, `all namespaces`, `namespaces[...]`,
+  `... in namespaces[...]` - only in the statement's own namespace (whose owner wrote the statement),
+  and only if the peer includes it: never in another namespace. A statement in a `cluster { }` block
+  with a broad peer derives nothing (no rule can say "the subject's own namespace" cluster-wide).
+  CIDRs, `fqdn` and the other entities are not pods: nothing is derived for them.
+* Exactly the restricted pods: for every workload R that restricts the opposite direction there
+  (`all pods` of an isolated namespace, or a statement's subject), the other half attaches to the
+  pods of P that R selects - P's selector AND R's selector - whenever both can match one pod (a pod
+  labelled `app=web` and `role=db` is both `web` and `db`). If some R selects every pod of P, the rule
+  attaches to P itself. A derived rule therefore never restricts a pod that no statement or isolate
+  restricts, and an explicit rule that already allows the flow there is not repeated.
+* Tiers: the other half goes in the flow's tier where that tier already restricts those pods in
+  that direction (so it is reached in order), and in the default tier where the default tier does
+  (isolations live there). It never makes a tier apply to pods it did not apply to (which could
+  change their fate under `otherwise deny`).
+* Deny and pass statements derive nothing (they need no help from the other side).
 """
 
 from __future__ import annotations
@@ -71,56 +96,29 @@ class _Coverage:
 
 class Halves(LoweringState):
     def derive_counterparts(self, explicit: list[ir.Rule]) -> list[ir.Rule]:
-        """For each flow, the other half: where the program restricts the peer's opposite direction,
-        emit the rule that lets this flow through there too (a flow means the connection works).
-
-        netdsl reasons about workloads as declared: a service's pods are those its selector describes.
-        For a peer `P` in namespace `m` whose opposite direction some workload `r` restricts:
-        * if every pod of `P` is restricted (`r` is `all pods`, an isolated namespace, or `P` is
-          narrower than `r`), the other half attaches to `P`'s pods;
-        * otherwise it attaches to each restricted declared service that lies within `P`.
-        Differently-labelled services (`app=web`, `role=db`) are different workloads: netdsl does not
-        emit a policy for every conceivable pod carrying both.
-
-        With tiers: the other half goes in the flow's tier if that tier already applies to the peer in
-        that direction (so it is reached in order); else in the default tier if the peer is restricted
-        there. It never makes a tier apply to pods it did not apply to (which could change their fate
-        under `otherwise deny`).
-        """
-        by_tier: dict[tuple[str | None, Direction], list[ir.Rule]] = {}
-        # the same, for namespaced subjects by namespace (cluster-wide subjects are checked everywhere)
-        by_namespace: dict[tuple[str | None, Direction, str], list[ir.Rule]] = {}
+        """The other half of every allow statement in `explicit` (see the module's rule)."""
+        by_namespace: dict[tuple[str | None, Direction, str], list[Workload]] = {}
         for r in explicit:
-            by_tier.setdefault((r.tier, r.direction), []).append(r)
             if r.subject.cluster is None:
-                by_namespace.setdefault((r.tier, r.direction, r.subject.namespace), []).append(r)
+                by_namespace.setdefault((r.tier, r.direction, r.subject.namespace), []).append(r.subject)
         clusterwide = [r for r in explicit if r.subject.cluster is not None]
-        isolations_of: dict[tuple[str, Direction], bool] = {}
         ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
-        cache: dict[tuple[str, Direction, str | None], tuple[_WorkloadIndex, _WorkloadIndex]] = {}
+        cache: dict[tuple[str, Direction, str | None], _WorkloadIndex] = {}
 
-        def indexes(ns: Scope, d: Direction, tier: str | None) -> tuple[_WorkloadIndex, _WorkloadIndex]:
+        def restricting(ns: Scope, d: Direction, tier: str | None) -> _WorkloadIndex:
+            """The workloads that restrict direction `d` of pods of `ns` in `tier`."""
             key = (ns.name, d, tier)
             if key not in cache:
                 labels = ns_labels.get(ns.name, {})
                 workloads: list[Workload] = []
-                if (ns.name, d) not in isolations_of:
-                    isolations_of[(ns.name, d)] = any(
-                        i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations
-                    )
-                if tier is None and isolations_of[(ns.name, d)]:
+                if tier is None and any(i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations):
                     workloads.append(self.all_pods(ns))
-                workloads += [r.subject for r in by_namespace.get((tier, d, ns.name), ())]
+                workloads += by_namespace.get((tier, d, ns.name), ())
                 workloads += [
                     r.subject for r in clusterwide
                     if r.tier == tier and r.direction is d and r.subject.applies_in(ns.name, labels)
                 ]
-                index = _WorkloadIndex(list(dict.fromkeys(workloads)))
-                restricted = _WorkloadIndex([
-                    s for s in ns.services.values()
-                    if any(r.selector.matches(s.example) for r in index.compatible(s.selector))
-                ])
-                cache[key] = (index, restricted)
+                cache[key] = _WorkloadIndex(list(dict.fromkeys(workloads)))
             return cache[key]
 
         covered_anywhere = [i.cluster for i in self.isolations if i.cluster is not None] + [
@@ -128,7 +126,6 @@ class Halves(LoweringState):
         ]
         seen = {rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
-        matching: dict[ir.NamespaceMatch, list[Scope]] = {}
         derived: list[ir.Rule] = []
         for rule in explicit:
             if rule.action is not ir.Action.ALLOW:
@@ -138,96 +135,55 @@ class Halves(LoweringState):
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
             for peer in rule.peers:
-                if isinstance(peer, ir.AnyPeer) or (
-                    isinstance(peer, ir.EntityPeer) and peer.name in ("all", "cluster")
-                ):  # every pod is among these peers
-                    peer = ir.PodPeer(ir.AllNamespaces(), ir.EVERYTHING, "anywhere")
-                if not isinstance(peer, ir.PodPeer):
-                    continue
-                if isinstance(peer.namespaces, ir.NamespaceByName):
-                    name = peer.namespaces.name
-                    found = self.namespaces.get(name)
-                    if found is None and any(ir.namespace_matches(c, name, {}) for c in covered_anywhere):
-                        found = Scope(name, rule.span)  # not declared, but a cluster statement covers it
-                    targets = [found] if found is not None else []
-                else:
-                    if peer.namespaces not in matching:
-                        matching[peer.namespaces] = [
-                            n for n in self.namespaces.values()
-                            if ir.namespace_matches(peer.namespaces, n.name, ns_labels[n.name])
-                        ]
-                    targets = matching[peer.namespaces]
-                found_subjects: list[tuple[Workload, str | None]] = []
-                for ns in targets:
+                for ns, pods in self.peer_pods(rule, peer, ns_labels, covered_anywhere):
                     for tier in tiers:
-                        restricting, restricted = indexes(ns, opposite, tier)
-                        found_subjects += [
-                            (subject, tier)
-                            for subject in self.counterpart_subjects(ns, peer.pods, restricting, restricted)
-                        ]
-                if not isinstance(peer.namespaces, ir.NamespaceByName):
-                    # Peers in namespaces the program does not list: where a cluster block restricts them,
-                    # the other half is cluster-wide too, scoped to the peer's namespaces.
-                    found_subjects += self.cluster_counterparts(peer, opposite, tiers, by_tier)
-                for subject, tier in found_subjects:
-                    new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
-                                  derived=True, tier=tier)
-                    key = rule_key(new)
-                    if key not in seen and not covered.covers(new):
-                        seen.add(key)
-                        derived.append(new)
+                        for subject in self.counterpart_subjects(ns, pods, restricting(ns, opposite, tier)):
+                            new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
+                                          derived=True, tier=tier)
+                            key = rule_key(new)
+                            if key not in seen and not covered.covers(new):
+                                seen.add(key)
+                                derived.append(new)
         return derived
 
-    def cluster_counterparts(
-        self, peer: ir.PodPeer, direction: Direction, tiers: list[str | None],
-        by_tier: dict[tuple[str | None, Direction], list[ir.Rule]],
-    ) -> list[tuple[Workload, str | None]]:
-        out: list[tuple[Workload, str | None]] = []
-        for scope in self.clusters.values():
-            assert scope.cluster is not None
-            both = _conjoin_namespaces(peer.namespaces, scope.cluster)
-            if both is None:
-                continue
-            for tier in tiers:
-                workloads: list[Workload] = []
-                if tier is None and any(
-                    i.cluster == scope.cluster and i.direction is direction for i in self.isolations
-                ):
-                    workloads.append(self.all_pods(scope))
-                workloads += [
-                    r.subject for r in by_tier.get((tier, direction), ()) if r.subject.cluster == scope.cluster
-                ]
-                if not workloads:
-                    continue
-                where = Scope(scope.name, scope.span, cluster=both)
-                index = _WorkloadIndex(list(dict.fromkeys(workloads)))
-                out += [(s, tier) for s in self.counterpart_subjects(where, peer.pods, index, _WorkloadIndex([]))]
-        return out
+    def peer_pods(
+        self, rule: ir.Rule, peer: ir.Peer, ns_labels: dict[str, dict[str, str]],
+        covered_anywhere: list[ir.NamespaceMatch],
+    ) -> list[tuple[Scope, Selector]]:
+        """Where the other half toward `peer` may go: a namespace and the peer's pods in it."""
+        if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceByName):
+            name = peer.namespaces.name  # a peer that names its namespace
+            found = self.namespaces.get(name)
+            if found is None and any(ir.namespace_matches(c, name, {}) for c in covered_anywhere):
+                found = Scope(name, rule.span)  # not declared, but a cluster statement covers it
+            return [(found, peer.pods)] if found is not None else []
+        if rule.subject.cluster is not None:
+            return []  # a broad peer of a cluster statement: "its own namespace" has no rule to say it
+        own = self.namespaces.get(rule.subject.namespace)
+        if own is None:
+            return []
+        if isinstance(peer, ir.AnyPeer) or (isinstance(peer, ir.EntityPeer) and peer.name in ("all", "cluster")):
+            return [(own, ir.EVERYTHING)]
+        if isinstance(peer, ir.PodPeer) and ir.namespace_matches(peer.namespaces, own.name, ns_labels[own.name]):
+            return [(own, peer.pods)]
+        return []  # CIDRs, DNS names, entities that are not pods; broad peers that leave out this namespace
 
-    def counterpart_subjects(
-        self, ns: Scope, peer: Selector, restricting: _WorkloadIndex, restricted: _WorkloadIndex
-    ) -> list[Workload]:
+    def counterpart_subjects(self, ns: Scope, peer: Selector, restricting: _WorkloadIndex) -> list[Workload]:
+        """The workloads the other half attaches to: exactly the pods of `peer` that a workload of
+        `restricting` selects."""
         candidates = restricting.compatible(peer)
         pods = set(peer.requirements)
-        out: list[Workload] = []
         if any(set(r.selector.requirements) <= pods for r in candidates):
             return [self.peer_workload(ns, peer)]  # every pod of the peer is restricted
-        if self.peer_workload(ns, peer).declared and peer != ir.EVERYTHING:
-            # A service: the restricted services inside it (services are workloads, see above) - only
-            # their restricted part, so that no pod becomes restricted by the other half itself.
-            for s in restricted.compatible(peer):
-                if not peer.matches(s.example):
-                    continue
-                for r in restricting.compatible(s.selector):
-                    if r.selector.matches(s.example):
-                        inside = set(r.selector.requirements) <= set(s.selector.requirements)
-                        out.append(s if inside else self.peer_workload(ns, s.selector.conjoin(r.selector)))
-            return list(dict.fromkeys(out))
-        # An ad-hoc `pods[...]` peer may overlap any workload: cover exactly the overlap.
+        out: list[Workload] = []
         for r in candidates:
             both = peer.conjoin(r.selector)
-            if both.satisfiable:
-                out.append(r if both == r.selector else self.peer_workload(ns, both))
+            if not both.satisfiable:
+                continue
+            if both == r.selector and r.namespace == ns.namespace and r.cluster == ns.cluster:
+                out.append(r)  # the peer includes all of r: the rule joins r's own policy
+            else:
+                out.append(self.peer_workload(ns, both))
         return list(dict.fromkeys(out))
 
     def peer_workload(self, ns: Scope, selector: Selector) -> Workload:
@@ -248,17 +204,3 @@ class Halves(LoweringState):
         if name in ns.services or name in ns.groups or name in RESERVED_NAMES:
             name = sanitize_name(name + "-" + str(selector))
         return Workload(ns.namespace, name, selector, None, declared=False, cluster=ns.cluster)
-
-
-def _conjoin_namespaces(a: ir.NamespaceMatch, b: ir.NamespaceMatch) -> ir.NamespaceMatch | None:
-    """Namespaces matching both (None if none can); not for by-name matches."""
-    if isinstance(a, ir.AllNamespaces):
-        return b
-    if isinstance(b, ir.AllNamespaces):
-        return a
-    if isinstance(a, ir.NamespaceBySelector) and isinstance(b, ir.NamespaceBySelector):
-        both = a.selector.conjoin(b.selector)
-        return ir.NamespaceBySelector(both) if both.satisfiable else None
-    return None
-
-

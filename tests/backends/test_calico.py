@@ -310,9 +310,11 @@ def test_calico_tiers_application_flows() -> None:
     assert not c.allowed("production/other", "production/backend", 8080)
     assert c.allowed(GOOD, "production/frontend", 80)
     assert not c.allowed(GOOD, "production/backend", 8080)
-    # a pod of a namespace the program never declares reaches frontend: the cluster-wide egress other half
-    assert c.allowed("ingress-nginx/controller", "production/frontend", 80)
-    assert c.allowed("team-x/app", "production/frontend", 80)
+    # `anywhere` is a broad peer: production's statement never opens the egress of other isolated
+    # namespaces (their owners did not allow it); their pods stay out until they say so themselves
+    assert not c.allowed("ingress-nginx/controller", "production/frontend", 80)
+    assert not c.allowed("team-x/app", "production/frontend", 80)
+    assert c.allowed("production/other", "production/frontend", 80)  # its own namespace: the other half
 
 
 def test_calico_tiers_security_tier_denies_known_bad_networks() -> None:
