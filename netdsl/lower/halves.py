@@ -28,10 +28,35 @@ those pods that lets exactly this flow (S, the statement's ports) through. What 
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Collection
+
 from netdsl import ir
 from netdsl.ir import Direction, Selector, Workload
 from netdsl.lower.state import RESERVED_NAMES, LoweringState, Scope, peer_label, rule_key
-from netdsl.lower.values import sanitize_name
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def derived_name(selector: Selector, taken: Collection[str]) -> str:
+    """The name of a compiler-made workload, unique for its selector by construction.
+
+    `pods-app-web-role-db` when that can only be read back as this selector (every requirement
+    key=value, keys and values single lowercase words: the words alternate key, value) and no service
+    or group has it; otherwise the readable part, `--` (which a readable name never has) and a digest
+    of the selector: `pods[app=x]` and `pods[app notin (x)]` never share a name."""
+    parts = [f"{r.key.rpartition('/')[2]}-{'-'.join(r.values) or r.operator.value.lower()}"
+             for r in selector.requirements]
+    readable = "pods-" + "-".join(parts)
+    reversible = all(
+        r.operator is ir.Operator.IN and len(r.values) == 1 and _WORD.fullmatch(r.key) and _WORD.fullmatch(r.values[0])
+        for r in selector.requirements
+    )
+    if reversible and len(readable) <= 63 and readable not in taken:
+        return readable
+    clean = re.sub(r"[^a-z0-9]+", "-", readable.lower()).strip("-")
+    return f"{clean[:53].rstrip('-')}--{hashlib.sha256(str(selector).encode()).hexdigest()[:8]}"
 
 
 class _WorkloadIndex:
@@ -197,10 +222,5 @@ class Halves(LoweringState):
             return ns.by_selector[selector]
         if selector.is_everything:
             return self.all_pods(ns)
-        name = sanitize_name("pods-" + "-".join(
-            f"{r.key.rpartition('/')[2]}-{'-'.join(r.values) or r.operator.value.lower()}"
-            for r in selector.requirements
-        ))
-        if name in ns.services or name in ns.groups or name in RESERVED_NAMES:
-            name = sanitize_name(name + "-" + str(selector))
+        name = derived_name(selector, (*ns.services, *ns.groups, *RESERVED_NAMES))
         return Workload(ns.namespace, name, selector, None, declared=False, cluster=ns.cluster)

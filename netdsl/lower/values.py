@@ -7,7 +7,6 @@ expressions); a bad value is an error at its span with a hint, and lowering goes
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -89,15 +88,6 @@ def check_port_name(name: str) -> str | None:
             "(IANA service name)"
         )
     return None
-
-
-def sanitize_name(text: str, limit: int = 63) -> str:
-    """A readable DNS-1123 label made from arbitrary text; a hash keeps long or lossy ones unique."""
-    clean = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-    if clean != text.lower() or len(clean) > limit:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        clean = f"{clean[: limit - 9].rstrip('-')}-{digest}"
-    return clean
 
 
 
