@@ -60,6 +60,16 @@ class Flows(Names):
                 self.error("conflict", "a DNS name can only be allowed, not denied or passed", p.span,
                            "deny its addresses with `cidr`, or allow only the names you want")
                 return
+        if stmt.action == "pass" and tier is None:
+            # In Calico's default tier (the last one) Pass falls through to the namespace profile, which
+            # allows everything - past `isolate`: never a silent allow.
+            self.error(
+                "pass-outside-tier", "`passes` hands traffic to the next tier, but this statement is in no tier",
+                stmt.span,
+                "put it in a `tier NAME order N { namespace ... { } }` block; outside tiers, write `denies` "
+                "or leave the traffic to the statements that allow it",
+            )
+            return
         if not subjects or not peers or ports is None or http is None:
             return
         if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:

@@ -18,6 +18,7 @@ from netdsl import ir, parse
 from netdsl.ir import Selector, Workload
 from netdsl.lower.state import RESERVED_NAMES, CidrSet, Scope
 from netdsl.lower.values import Values, check_dns_label, check_fqdn, looks_like_cidr
+from netdsl.source import Span
 
 
 class Names(Values):
@@ -235,9 +236,28 @@ class Names(Values):
                 )
         return list(dict.fromkeys(out))
 
+    def cluster_peer(self, ns: Scope, what: str, span: Span) -> bool:
+        """In a `cluster` block a peer without `in ...` would have to mean "in the subject's own
+        namespace", which no target can say cluster-wide: an error, never every pod of every namespace."""
+        if ns.cluster is None:
+            return False
+        self.error(
+            "cluster-peer",
+            f"in a `cluster` block, {what} as a peer cannot mean the subject's own namespace (no target can say "
+            "that cluster-wide), and netdsl does not widen it to every namespace",
+            span,
+            "say which namespaces: `all namespaces`, `pods[...] in all namespaces`, `pods[...] in namespace "
+            "NAME`, or write the statement in a `namespace NAME { }` block",
+        )
+        return True
+
     def lower_peer(self, ns: Scope, peer: parse.Peer) -> list[ir.Peer]:
         if isinstance(peer, parse.RefPeer):
             return self.lower_ref(ns, peer.name)
+        if peer_without_scope(peer) and self.cluster_peer(
+            ns, "`all pods`" if isinstance(peer, parse.AllPodsPeer) else "`pods[...]` without `in ...`", peer.span
+        ):
+            return []
         if isinstance(peer, parse.PodsPeer):
             scope = self.lower_scope(ns, peer.scope)
             sel = self.lower_selector(peer.selector, what="this peer")
@@ -293,6 +313,8 @@ class Names(Values):
             )
             return []
         if name in ns.services or name in ns.groups:
+            if self.cluster_peer(ns, f"`{name}` (declared in this block)", word.span):
+                return []
             return [ir.PodPeer(ns.here, w.selector, w.name) for w in self.expand(ns, name, set())]
         if name in self.cidr_sets:
             return list(self.cidr_sets[name].peers)
@@ -353,3 +375,7 @@ class Names(Values):
         self.error("unknown-name", f"`{text}` is not a declared service or an IP address", word.span, hint)
         return None
 
+
+def peer_without_scope(peer: parse.Peer) -> bool:
+    """`all pods` or `pods[...]` without `in ...`: pods of the statement's own namespace."""
+    return isinstance(peer, (parse.PodsPeer, parse.AllPodsPeer)) and peer.scope is None
