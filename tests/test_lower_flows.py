@@ -71,3 +71,75 @@ def test_pass_outside_a_tier_is_an_error(where: str) -> None:
 def test_pass_inside_a_tier_is_fine() -> None:
     text = "tier t order 10 {\n  namespace n { all pods passes from anywhere }\n}\n"
     assert errors(text) == []
+
+
+# ------------------------------------------------------------------------------------------ DNS lint
+
+
+def dns_warnings(text: str) -> list[Diagnostic]:
+    return [d for d in diagnostics(text) if d.code == "egress-without-dns"]
+
+
+def test_dns_allowed_by_a_cluster_block_counts() -> None:
+    text = """
+cluster {
+  isolate
+  allow dns
+}
+namespace shop {
+  service web = app=web
+  web connects to pods[app=db] on 5432
+}
+"""
+    assert dns_warnings(text) == []
+
+
+def test_dns_allowed_by_a_cluster_block_that_leaves_the_namespace_out_does_not_count() -> None:
+    text = """
+cluster namespaces[env=prod] { allow dns }
+namespace shop labels env=dev {
+  service web = app=web
+  web connects to pods[app=db] on 5432
+}
+"""
+    [warning] = dns_warnings(text)
+    assert "`web`" in warning.message
+
+
+def test_dns_allowed_by_a_statement_to_kube_dns_on_udp_and_tcp_counts() -> None:
+    both = "web connects to pods[k8s-app=kube-dns] in namespace kube-system on 53/udp, 53"
+    text = f"namespace shop {{\n  isolate egress\n  service web = app=web\n  {both}\n}}\n"
+    assert dns_warnings(text) == []
+    udp_only = both.replace(", 53", "")
+    assert dns_warnings(text.replace(both, udp_only))  # TCP 53 is DNS too (large answers)
+
+
+def test_a_tier_that_only_passes_traffic_on_does_not_restrict_dns() -> None:
+    text = """
+tier security order 100 {
+  namespace shop {
+    all pods passes to namespace payments
+    all pods denies to cidr 192.0.2.0/24
+  }
+}
+namespace shop { service web = app=web }
+"""
+    assert dns_warnings(text) == []
+
+
+def test_a_tier_that_denies_the_rest_restricts_dns() -> None:
+    text = """
+tier security order 100 otherwise deny {
+  namespace shop {
+    all pods passes to namespace payments
+  }
+}
+namespace shop { service web = app=web }
+"""
+    assert dns_warnings(text)
+
+
+def test_a_namespace_without_dns_still_warns() -> None:
+    text = "namespace shop {\n  isolate\n  service web = app=web\n}\n"
+    [warning] = dns_warnings(text)
+    assert warning.span is not None and warning.span.line == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from netdsl import ir
 from netdsl.ir import Direction, Protocol, Workload
-from netdsl.lower.state import ALL_PODS, DNS_NAMESPACE, DNS_SELECTOR, LoweringState, peer_label
+from netdsl.lower.state import ALL_PODS, DNS_NAMESPACE, DNS_SELECTOR, LoweringState, Scope, peer_label
 from netdsl.source import Span
 
 
@@ -46,12 +46,28 @@ class Lints(LoweringState):
             )
 
     def lint_dns(self, program: ir.Program) -> None:
+        """egress-without-dns: a workload whose egress a statement or `isolate` restricts, and that no
+        allow statement lets reach kube-dns on UDP and TCP 53. DNS counts wherever it is allowed to the
+        workload's pods: its own namespace's statements and every `cluster` block that covers the
+        namespace (`cluster { allow dns }`). A statement in a tier restricts only if the tier is
+        `otherwise deny`: with `otherwise pass` what it does not decide (DNS) goes on to the next tier."""
         dns_labels = DNS_SELECTOR.example_labels() or {}
+
+        def restricts(r: ir.Rule) -> bool:
+            tier = program.tier(r.tier)
+            return not r.derived and (tier is None or tier.otherwise is ir.Action.DENY)
+
         egress_by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Rule]] = {}
         for r in program.rules:
             if r.direction is Direction.EGRESS:
                 egress_by_scope.setdefault((r.subject.namespace, r.subject.cluster), []).append(r)
+        dns_rules = {
+            protocol: [r for r in program.rules if r.direction is Direction.EGRESS and r.action is ir.Action.ALLOW
+                       and _reaches(r, DNS_NAMESPACE, dns_labels, protocol, 53)]
+            for protocol in (Protocol.UDP, Protocol.TCP)
+        }
         for ns in self.scopes():
+            labels = {k: v for k, (v, _) in ns.labels.items()}
             isolated = next(
                 (i for i in program.isolations if i.namespace == ns.namespace and i.cluster == ns.cluster
                  and i.direction is Direction.EGRESS),
@@ -61,16 +77,12 @@ class Lints(LoweringState):
             if isolated is not None:
                 for s in list(ns.services.values()) or [self.all_pods(ns)]:
                     restricted[s] = isolated.span
-            in_scope = egress_by_scope.get((ns.namespace, ns.cluster), [])
-            for r in in_scope:
-                if not r.derived:
+            for r in egress_by_scope.get((ns.namespace, ns.cluster), []):
+                if restricts(r):
                     restricted.setdefault(r.subject, r.span)
-            dns_rules = [
-                r for r in in_scope
-                if r.action is ir.Action.ALLOW and _reaches(r, DNS_NAMESPACE, dns_labels, Protocol.UDP, 53)
-            ]
+
             for w, span in restricted.items():
-                if not any(r.subject.selector.matches(w.example) for r in dns_rules):
+                if not all(any(_applies_to(r, ns, labels, w) for r in dns_rules[p]) for p in dns_rules):
                     who = "every pod" if w.name == ALL_PODS else f"`{w.name}`"
                     self.warn(
                         "egress-without-dns",
@@ -128,6 +140,16 @@ class Lints(LoweringState):
                             "check the labels against the service declarations",
                         )
 
+
+
+def _applies_to(r: ir.Rule, ns: Scope, labels: dict[str, str], w: Workload) -> bool:
+    """Whether rule `r` applies to the pods of workload `w` of scope `ns`: a rule of the same scope,
+    or of a `cluster` block that covers the namespace."""
+    if not r.subject.selector.matches(w.example):
+        return False
+    if (r.subject.namespace, r.subject.cluster) == (ns.namespace, ns.cluster):
+        return True
+    return ns.cluster is None and r.subject.cluster is not None and r.subject.applies_in(ns.name, labels)
 
 
 def _reaches(rule: ir.Rule, namespace: str, labels: dict[str, str], protocol: Protocol, port: int) -> bool:
