@@ -143,3 +143,21 @@ def test_a_namespace_without_dns_still_warns() -> None:
     text = "namespace shop {\n  isolate\n  service web = app=web\n}\n"
     [warning] = dns_warnings(text)
     assert warning.span is not None and warning.span.line == 2
+
+
+# ------------------------------------------------------------------------------------------ pod networks
+
+
+def test_pod_networks_are_declared_once_at_the_top() -> None:
+    text = "pod networks = 10.244.0.0/16, fd00::/48, 10.96.0.0/12\nnamespace pod { service pod = app=pod }\n"
+    result = check_files([SourceFile("t.seg", text)])
+    assert result.ok and result.program is not None
+    assert [str(n) for n in result.program.pod_networks] == ["10.96.0.0/12", "10.244.0.0/16", "fd00::/48"]
+    assert check_files([SourceFile("t.seg", "namespace n {}\n")]).program.pod_networks == ()  # type: ignore[union-attr]
+
+
+def test_pod_networks_errors() -> None:
+    [bad] = errors("pod networks = 10.244.0.1/16\n")
+    assert bad.code == "invalid-cidr" and bad.hint is not None and "10.244.0.0/16" in bad.hint
+    [twice] = errors("pod networks = 10.244.0.0/16\npod networks = 10.96.0.0/12\n")
+    assert twice.code == "duplicate-name" and twice.span is not None and twice.span.line == 2

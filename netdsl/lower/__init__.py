@@ -33,6 +33,8 @@ class Lowering(Flows, Halves, Lints):
                     self.declare_cidrs(top)
                 elif isinstance(top, parse.SystemDecl):
                     self.declare_system(top)
+                elif isinstance(top, parse.PodNetworksDecl):
+                    self.declare_pod_networks(top)
                 elif isinstance(top, parse.TierBlock):
                     self.declare_tier(top)
                 elif isinstance(top, parse.ClusterBlock):
@@ -75,6 +77,7 @@ class Lowering(Flows, Halves, Lints):
             rules=tuple(explicit + derived),
             tiers=tuple(sorted(self.tiers.values(), key=lambda t: (t.order, t.name))),
             system_namespaces=self.system,
+            pod_networks=self.pod_networks,
             expectations=tuple(e for stmt, ns in self.expect_stmts if (e := self.lower_expect(stmt, ns))),
         )
         self.lint(program)

@@ -55,6 +55,16 @@ class Names(Values):
         self.system = tuple(sorted({w.text for w in stmt.names}))
         self.system_span = stmt.span
 
+    def declare_pod_networks(self, stmt: parse.PodNetworksDecl) -> None:
+        """`pod networks = CIDR, ...`: once per program; each a strict CIDR."""
+        if self.pod_networks_span is not None:
+            self.error("duplicate-name", "`pod networks` is declared twice", stmt.span,
+                       f"first declared at {self.pod_networks_span}; list every range in one declaration")
+            return
+        self.pod_networks_span = stmt.span
+        networks = [n for word in stmt.networks if (n := self.parse_network(word)) is not None]
+        self.pod_networks = tuple(sorted(set(networks), key=lambda n: (n.version, n)))
+
     def declare_tier(self, block: parse.TierBlock) -> None:
         name = block.name.text
         ok = True

@@ -80,6 +80,8 @@ class LoweringState:
         self.expect_stmts: list[tuple[parse.ExpectStmt, Scope | None]] = []
         self.system: tuple[str, ...] = ir.SYSTEM_NAMESPACES
         self.system_span: Span | None = None
+        self.pod_networks: tuple[ir.IPNetwork, ...] = ()
+        self.pod_networks_span: Span | None = None
         self.cidr_sets: dict[str, CidrSet] = {}
         self.isolations: list[ir.Isolation] = []
         self.rules: list[ir.Rule] = []
