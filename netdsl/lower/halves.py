@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection
+from collections.abc import Callable
 
 from netdsl import ir
 from netdsl.ir import Direction, Selector, Workload
@@ -39,7 +39,7 @@ from netdsl.lower.state import RESERVED_NAMES, LoweringState, Scope, peer_label,
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def derived_name(selector: Selector, taken: Collection[str]) -> str:
+def derived_name(selector: Selector, taken: Callable[[str], bool] = lambda _: False) -> str:
     """The name of a compiler-made workload, unique for its selector by construction.
 
     `pods-app-web-role-db` when that can only be read back as this selector (every requirement
@@ -53,7 +53,7 @@ def derived_name(selector: Selector, taken: Collection[str]) -> str:
         r.operator is ir.Operator.IN and len(r.values) == 1 and _WORD.fullmatch(r.key) and _WORD.fullmatch(r.values[0])
         for r in selector.requirements
     )
-    if reversible and len(readable) <= 63 and readable not in taken:
+    if reversible and len(readable) <= 63 and not taken(readable):
         return readable
     clean = re.sub(r"[^a-z0-9]+", "-", readable.lower()).strip("-")
     return f"{clean[:53].rstrip('-')}--{hashlib.sha256(str(selector).encode()).hexdigest()[:8]}"
@@ -222,5 +222,5 @@ class Halves(LoweringState):
             return ns.by_selector[selector]
         if selector.is_everything:
             return self.all_pods(ns)
-        name = derived_name(selector, (*ns.services, *ns.groups, *RESERVED_NAMES))
+        name = derived_name(selector, lambda n: n in ns.services or n in ns.groups or n in RESERVED_NAMES)
         return Workload(ns.namespace, name, selector, None, declared=False, cluster=ns.cluster)
