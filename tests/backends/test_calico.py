@@ -668,7 +668,9 @@ def test_order_and_names_are_deterministic_across_runs(tmp_path: Path) -> None:
 
 NOT_ON_VANILLA = {
     "deny": ("namespace production {\n  all pods denies from cidr 192.0.2.0/24\n}\n", [2], "deny rules"),
-    "pass": ("namespace production {\n  all pods passes from cidr 192.0.2.0/24\n}\n", [2], "pass rules"),
+    # (a pass outside tiers is an error on every target: pass-outside-tier)
+    "pass": ("tier t order 10 {\n  namespace production {\n    all pods passes from cidr 192.0.2.0/24\n  }\n}\n",
+             [1, 3], "pass rules"),
     "tier": ("tier t order 10 {\n  namespace production {\n    service web = app=web\n"
              "    web accepts all pods on 80\n  }\n}\n", [1, 4], "policy tiers"),
     "cluster-isolate": ("cluster {\n  isolate\n}\n", [2], "cluster-wide statements"),
