@@ -37,6 +37,8 @@ CODES: Mapping[str, str] = {
     "conflict": "Two statements or requirements contradict each other.",
     "invalid-http": "An HTTP rule has an invalid regular expression or header.",
     "invalid-tier": "A tier's order is not a whole number, or a statement cannot be used in a tier.",
+    "cluster-peer": "In a `cluster` block, a peer without `in ...` (`all pods`, `pods[...]`, a service of the block).",
+    "pass-outside-tier": "`passes` outside a tier, where it would fall through to an allow.",
     "system-namespaces": "A cluster-wide isolation also cuts off the system namespaces (DNS, CNI).",
     # target capabilities
     "unsupported": "The chosen target cannot express a statement.",

@@ -397,6 +397,8 @@ class Program:
     tiers: tuple[Tier, ...] = ()
     system_namespaces: tuple[str, ...] = SYSTEM_NAMESPACES
     expectations: tuple[Expectation, ...] = ()
+    # `pod networks = ...`: the cluster's pod and service address ranges (empty: not declared)
+    pod_networks: tuple[IPNetwork, ...] = ()
 
     def tier(self, name: str | None) -> Tier | None:
         return next((t for t in self.tiers if t.name == name), None)

@@ -1,7 +1,7 @@
 """Parse .seg text into a syntax tree whose every node carries its source span.
 
 The tree is a faithful, unvalidated picture of the text: a port is still the WORD the user typed.
-Checking what the words mean is lowering's job (netdsl/lower.py), where there is context to say
+Checking what the words mean is lowering's job (netdsl/lower/), where there is context to say
 precisely what is wrong.
 """
 
@@ -247,7 +247,17 @@ class SystemDecl:
     span: Span
 
 
-TopStmt: TypeAlias = Union[NamespaceBlock, CidrsDecl, ClusterBlock, TierBlock, SystemDecl, ExpectStmt]
+@dataclass(frozen=True, slots=True)
+class PodNetworksDecl:
+    """`pod networks = CIDR, ...`: the address ranges the cluster gives pods (and services)."""
+
+    networks: tuple[Word, ...]
+    span: Span
+
+
+TopStmt: TypeAlias = Union[
+    NamespaceBlock, CidrsDecl, ClusterBlock, TierBlock, SystemDecl, PodNetworksDecl, ExpectStmt
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +494,9 @@ class _Build(Transformer[Token, Any]):
 
     def system_decl(self, meta: Any, c: list[Word]) -> SystemDecl:
         return SystemDecl(tuple(c), self._span(meta))
+
+    def pod_networks_decl(self, meta: Any, c: list[Word]) -> PodNetworksDecl:
+        return PodNetworksDecl(tuple(c), self._span(meta))
 
     def ns_body(self, meta: Any, c: list[Any]) -> tuple[NamespaceStmt, ...]:
         return tuple(c)

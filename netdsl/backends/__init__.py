@@ -195,9 +195,30 @@ def source_annotation(spans: Iterable[Span]) -> str:
     return "; ".join(f"{path}:{','.join(map(str, nums))}" for path, nums in lines.items())
 
 
-def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Diagnostic]:
-    env = environment(backend.name)
+def duplicate_objects(manifests: Sequence[Manifest]) -> list[Diagnostic]:
+    """An internal error for every two objects with the same API group, kind, namespace and name: the
+    cluster (and `-o DIR`) would keep only one of them, silently."""
+    first: dict[tuple[str, str, str, str], Manifest] = {}
     problems: list[Diagnostic] = []
+    for m in manifests:
+        key = (m.api_version.rpartition("/")[0], m.kind, m.namespace or "", m.name)
+        if key in first:
+            problems.append(error(
+                "internal", f"two different {m.kind} objects are named {m.namespace or ''}/{m.name}: one "
+                "would replace the other", None, "this is a bug in netdsl; please report it with the program",
+            ))
+        else:
+            first[key] = m
+    return problems
+
+
+def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Diagnostic]:
+    """Render every manifest and parse it back; refuse objects that share an identity, or YAML that does
+    not read back as the intended object."""
+    problems = duplicate_objects(manifests)
+    if problems:
+        return problems
+    env = environment(backend.name)
     for m in manifests:
         try:
             m.text = env.get_template(m.template).render(m.context)

@@ -180,8 +180,19 @@ class _Builder:
                     statement = digest(f"{members[0].text}|{span.path}")
                     self.policy(subject, tier, 100 * (position[span] + 1), members,
                                 f"{subject.name}-{action}-{statement}")
+        self.unique_tier_names()
         self.out.sort(key=lambda m: m.sort_key)
         return self.out
+
+    def unique_tier_names(self) -> None:
+        """From 3.32 a tier's policy is named `<tier>-<name>`, which a default-tier policy can also be
+        named (service `security-web` next to `web` in tier `security`): such a tier policy gets a
+        digest of its tier, so neither replaces the other. Default-tier names never change."""
+        untiered = {(m.kind, m.namespace, m.name) for m in self.out if "tier" not in m.body.get("spec", {})}
+        for m in self.out:
+            tier = m.body.get("spec", {}).get("tier")
+            if tier is not None and m.kind != "Tier" and (m.kind, m.namespace, m.name) in untiered:
+                m.name = m.body["metadata"]["name"] = f"{m.name}-{digest('tier ' + tier)}"
 
     @staticmethod
     def group(rules: list[ir.Rule], key: Any) -> dict[Any, list[ir.Rule]]:

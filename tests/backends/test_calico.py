@@ -313,9 +313,11 @@ def test_calico_tiers_application_flows() -> None:
     assert not c.allowed("production/other", "production/backend", 8080)
     assert c.allowed(GOOD, "production/frontend", 80)
     assert not c.allowed(GOOD, "production/backend", 8080)
-    # a pod of a namespace the program never declares reaches frontend: the cluster-wide egress other half
-    assert c.allowed("ingress-nginx/controller", "production/frontend", 80)
-    assert c.allowed("team-x/app", "production/frontend", 80)
+    # `anywhere` is a broad peer: production's statement never opens the egress of other isolated
+    # namespaces (their owners did not allow it); their pods stay out until they say so themselves
+    assert not c.allowed("ingress-nginx/controller", "production/frontend", 80)
+    assert not c.allowed("team-x/app", "production/frontend", 80)
+    assert c.allowed("production/other", "production/frontend", 80)  # its own namespace: the other half
 
 
 def test_calico_tiers_security_tier_denies_known_bad_networks() -> None:
@@ -669,7 +671,9 @@ def test_order_and_names_are_deterministic_across_runs(tmp_path: Path) -> None:
 
 NOT_ON_VANILLA = {
     "deny": ("namespace production {\n  all pods denies from cidr 192.0.2.0/24\n}\n", [2], "deny rules"),
-    "pass": ("namespace production {\n  all pods passes from cidr 192.0.2.0/24\n}\n", [2], "pass rules"),
+    # (a pass outside tiers is an error on every target: pass-outside-tier)
+    "pass": ("tier t order 10 {\n  namespace production {\n    all pods passes from cidr 192.0.2.0/24\n  }\n}\n",
+             [1, 3], "pass rules"),
     "tier": ("tier t order 10 {\n  namespace production {\n    service web = app=web\n"
              "    web accepts all pods on 80\n  }\n}\n", [1, 4], "policy tiers"),
     "cluster-isolate": ("cluster {\n  isolate\n}\n", [2], "cluster-wide statements"),

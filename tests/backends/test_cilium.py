@@ -812,8 +812,11 @@ def test_unsupported_text_diagnostics(netdsl, tmp_path: Path) -> None:
 
 
 CALICO_ONLY_PROGRAMS = {
-    "pass": (ns_block("backend passes from cidr 10.0.0.0/8"), {4}),
-    "pass-egress": (ns_block("allow dns", "backend pass to cidr 10.0.0.0/8 on 443"), {5}),
+    # a pass is written in a tier (outside tiers it is an error on every target: pass-outside-tier)
+    "pass": ("tier security order 100 {\n  namespace production {\n"
+             "    all pods passes from cidr 10.0.0.0/8\n  }\n}\n", {1, 3}),
+    "pass-egress": ("tier security order 100 {\n  namespace production {\n"
+                    "    all pods pass to cidr 10.0.0.0/8 on 443\n  }\n}\n", {1, 3}),
     "tier": (
         "tier security order 100 {\n  namespace production {\n"
         "    all pods denies from cidr 192.0.2.0/24\n  }\n}\n",

@@ -118,7 +118,10 @@ def ordered_programs(draw: st.DrawFn) -> str:
         for _ in range(draw(st.integers(1, 3))):
             scope = draw(st.sampled_from([*namespaces, "cluster"]))
             subject = "all pods" if scope == "cluster" else draw(st.sampled_from(["all pods", *services[scope]]))
-            stmt = f"{subject} {draw(st.sampled_from(verbs))} {draw(st.sampled_from(peers))}"
+            peer = draw(st.sampled_from(peers))
+            if scope == "cluster" and peer in ("all pods", "pods[app=api]"):
+                peer += " in all namespaces"  # a cluster block's peer names its namespaces (cluster-peer)
+            stmt = f"{subject} {draw(st.sampled_from(verbs))} {peer}"
             ports = draw(st.sampled_from(["", " on 80", " on 53/udp, 443"]))
             header = "cluster" if scope == "cluster" else f"namespace {scope}"
             lines.append(f"  {header} {{ {stmt}{ports} }}")
@@ -127,7 +130,7 @@ def ordered_programs(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         body = draw(st.sampled_from(["isolate", "isolate ingress", "allow dns", "isolate egress; allow dns",
                                      "all pods denies from cidr 192.0.2.0/24",
-                                     "all pods accepts pods[app=api]"]))
+                                     "all pods accepts pods[app=api] in all namespaces"]))
         header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
         blocks.append(f"{header} {{ {body} }}")
     return text + "\n".join(blocks) + "\n"
@@ -139,7 +142,7 @@ def cluster_programs(draw: st.DrawFn) -> str:
     text = draw(programs())
     body = draw(st.sampled_from([
         "isolate", "isolate egress; allow dns", "isolate ingress", "allow dns",
-        "all pods accepts pods[app=api]", "all pods connects to namespace prod on 80",
+        "all pods accepts pods[app=api] in all namespaces", "all pods connects to namespace prod on 80",
     ]))
     header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
     return text + f"{header} {{ {body} }}\n"
@@ -170,7 +173,7 @@ def cilium_programs(draw: st.DrawFn) -> str:
         lines.append(f"namespace {ns} {{ {subject} {stmt} }}")
     if draw(st.booleans()):
         body = draw(st.sampled_from(["isolate", "isolate egress; allow dns", "all pods denies from cidr 192.0.2.0/24",
-                                     "all pods accepts pods[app=api]"]))
+                                     "all pods accepts pods[app=api] in all namespaces"]))
         header = draw(st.sampled_from(["cluster", "cluster namespaces[env=a]", "cluster including system"]))
         lines.append(f"{header} {{ {body} }}")
     return text + "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from dataclasses import replace
 import yaml
 from hypothesis import given, settings
 
+from netdsl import ir
 from netdsl.compiler import compile_paths
 from netdsl.ir import Protocol
 from netdsl.semantics.calico import CalicoSemantics
@@ -131,8 +132,16 @@ def check_end_to_end(text: str, target: str) -> None:
             p for p in topology.pods
             if p.namespace == rule.subject.namespace and rule.subject.selector.matches(dict(p.labels))
         ]
-        peers = [e for e in topology.endpoints if any(peer_matches(q, e, topology) for q in rule.peers)]
         for s in subjects:
+            # the flow is promised toward the peers' pods that the statement names (README, "Flows work end
+            # to end"); a broad peer (anywhere, namespaces[...]) only in the statement's own namespace: another
+            # namespace's isolation is its owner's to open
+            peers = [e for e in topology.endpoints if any(
+                peer_matches(q, e, topology) and (
+                    not isinstance(e, Pod) or e.namespace == s.namespace
+                    or (isinstance(q, ir.PodPeer) and isinstance(q.namespaces, ir.NamespaceByName))
+                ) for q in rule.peers
+            )]
             for p in peers:
                 if p == s:
                     continue

@@ -1,0 +1,126 @@
+"""Flows: statements -> IR rules. `isolate` -> isolations, `allow dns` -> egress rules to kube-dns,
+flow statements (`accepts`, `connects to`, `allows|denies|passes from|to`) -> one rule per subject,
+`expect` -> expectations.
+
+Rule: each statement becomes rules for exactly the subjects it names, in its tier, with the peers and
+ports it lists (no ports: every port). An allowed `fqdn` also allows the subject's DNS lookups.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from netdsl import ir, parse
+from netdsl.ir import Direction, PortMatch
+from netdsl.lower.names import Names
+from netdsl.lower.state import DNS_NAMESPACE, DNS_PORTS, DNS_SELECTOR, Scope, rule_key
+
+
+class Flows(Names):
+    def lower_isolate(self, ns: Scope, stmt: parse.IsolateStmt, tier: str | None) -> None:
+        if tier is not None:
+            self.error(
+                "invalid-tier", "`isolate` cannot be used inside a tier", stmt.span,
+                f"isolation is Kubernetes' default deny, in the default tier; to deny what tier `{tier}` "
+                "does not allow, declare it `otherwise deny`",
+            )
+            return
+        if stmt.direction is None:
+            directions = [Direction.INGRESS, Direction.EGRESS]
+        else:
+            directions = [Direction.INGRESS if stmt.direction.text == "ingress" else Direction.EGRESS]
+        for d in directions:
+            if any(i.namespace == ns.namespace and i.cluster == ns.cluster and i.direction is d
+                   for i in self.isolations):
+                self.warn("redundant", f"{ns.what} is already isolated for {d.value.lower()}", stmt.span)
+                continue
+            self.isolations.append(ir.Isolation(ns.namespace, d, stmt.span, ns.cluster))
+
+    def lower_dns(self, ns: Scope, stmt: parse.DnsStmt, tier: str | None) -> None:
+        subjects = self.lower_subjects(ns, stmt.subjects) if stmt.subjects else [self.all_pods(ns)]
+        peer = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
+        text = self.statement_text(stmt.span)
+        for s in subjects:
+            self.rules.append(ir.Rule(s, Direction.EGRESS, (peer,), DNS_PORTS, stmt.span, text, tier=tier))
+
+    def lower_flow(self, ns: Scope, stmt: parse.FlowStmt, tier: str | None) -> None:
+        subjects = self.lower_subjects(ns, stmt.subjects)
+        peers: list[ir.Peer] = []
+        for p in stmt.peers:
+            peers.extend(self.lower_peer(ns, p))
+        ports = self.lower_ports(stmt.ports)
+        http = self.lower_http(stmt, ports)
+        for p in stmt.peers:
+            if isinstance(p, parse.FqdnPeer) and stmt.direction == "ingress":
+                self.error("conflict", "a DNS name can only be a destination", p.span,
+                           "use `fqdn` peers with `connects to` (egress)")
+                return
+            if isinstance(p, parse.FqdnPeer) and stmt.action != "allow":
+                # Cilium's deny rules have no toFQDNs; a deny cannot follow DNS answers anywhere.
+                self.error("conflict", "a DNS name can only be allowed, not denied or passed", p.span,
+                           "deny its addresses with `cidr`, or allow only the names you want")
+                return
+        if stmt.action == "pass" and tier is None:
+            # In Calico's default tier (the last one) Pass falls through to the namespace profile, which
+            # allows everything - past `isolate`: never a silent allow.
+            self.error(
+                "pass-outside-tier", "`passes` hands traffic to the next tier, but this statement is in no tier",
+                stmt.span,
+                "put it in a `tier NAME order N { namespace ... { } }` block; outside tiers, write `denies` "
+                "or leave the traffic to the statements that allow it",
+            )
+            return
+        if not subjects or not peers or ports is None or http is None:
+            return
+        if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:
+            self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
+            peers = [ir.AnyPeer()]
+        direction = Direction.INGRESS if stmt.direction == "ingress" else Direction.EGRESS
+        action = {"allow": ir.Action.ALLOW, "deny": ir.Action.DENY, "pass": ir.Action.PASS}[stmt.action]
+        text = self.statement_text(stmt.span)
+        unique = tuple(dict.fromkeys(peers))
+        for s in subjects:
+            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text, action, tier=tier,
+                                      http=http))
+        if action is ir.Action.ALLOW and any(isinstance(p, ir.FqdnPeer) for p in unique):
+            # A DNS name is only reachable once its lookup is: the flow includes the subject's DNS.
+            dns = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
+            for s in subjects:
+                self.rules.append(ir.Rule(s, Direction.EGRESS, (dns,), DNS_PORTS, stmt.span,
+                                          f"DNS lookups for `{text}`", tier=tier))
+
+    # ---- assertions
+    def lower_expect(self, stmt: parse.ExpectStmt, ns: Scope | None) -> ir.Expectation | None:
+        source = self.expect_endpoint(stmt.source, ns)
+        dest_word = stmt.destination
+        port: PortMatch | None = None
+        try:
+            ipaddress.ip_address(dest_word.text)
+            destination = dest_word.text
+        except ValueError:
+            name, colon, port_text = dest_word.text.partition(":")
+            destination = self.expect_endpoint(parse.Word(name, dest_word.span), ns) or ""
+            if colon:
+                port = self.lower_port(parse.Word(port_text, dest_word.span))
+                if port is None:
+                    return None
+                if port.end_port is not None or (port.port is None and port.name is None):
+                    self.error("invalid-port", "an expectation names one port", dest_word.span,
+                               "write `backend:8080` or `backend:53/udp`")
+                    return None
+        if source is None or not destination:
+            return None
+        return ir.Expectation(source, destination, port, stmt.allowed, stmt.span, self.statement_text(stmt.span))
+
+    # ---- end-to-end flows
+    @staticmethod
+    def dedupe(rules: list[ir.Rule]) -> list[ir.Rule]:
+        seen: set[tuple[object, ...]] = set()
+        out = []
+        for r in rules:
+            key = rule_key(r)
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return out
+

@@ -1,0 +1,178 @@
+"""netdsl/lower/halves.py: the other half of a flow is derived only toward the pods the peer names,
+only in the statement's own namespace for broad peers, and only onto pods something already restricts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netdsl import ir
+from netdsl.compiler import check, check_files
+from netdsl.source import SourceFile
+
+EXAMPLES = sorted(str(p) for p in Path("examples").rglob("*.seg"))
+
+
+def lowered(text: str) -> ir.Program:
+    result = check_files([SourceFile("t.seg", text)])
+    assert result.ok, [d.message for d in result.diagnostics]
+    assert result.program is not None
+    return result.program
+
+
+def derived(program: ir.Program) -> list[ir.Rule]:
+    """The derived rules, but those of OTHERS' own statement (`api accepts namespace monitoring`)."""
+    return [r for r in program.rules if r.derived and "monitoring" not in r.text]
+
+
+def derived_in(program: ir.Program, namespace: str) -> list[ir.Rule]:
+    return [r for r in derived(program) if r.subject.namespace == namespace or r.subject.cluster is not None]
+
+
+OTHERS = """
+namespace ops labels team=ops {
+  isolate
+  service api = app=api
+  api accepts namespace monitoring
+}
+"""
+
+
+@pytest.mark.parametrize("peer", [
+    "anywhere", "all namespaces", "namespaces[team=ops]", "all pods in namespaces[team=ops]",
+    "pods[app=api] in namespaces[team=ops]", "entity cluster", "entity all", "cidr 10.0.0.0/8",
+])
+def test_a_broad_peer_never_opens_another_namespace(peer: str) -> None:
+    program = lowered(f"namespace prod {{\n  isolate\n  service web = app=web\n"
+                      f"  web connects to {peer} on 443\n}}\n" + OTHERS)
+    assert derived_in(program, "ops") == []
+
+
+def test_a_broad_peer_derives_in_the_statements_own_namespace() -> None:
+    program = lowered("namespace prod {\n  isolate\n  service web = app=web\n  web connects to anywhere on 443\n}\n"
+                      + OTHERS)
+    [half] = derived(program)
+    assert (half.subject.namespace, half.subject.name, half.direction) == ("prod", "all-pods", ir.Direction.INGRESS)
+    assert half.peers == (ir.PodPeer(ir.NamespaceByName("prod"), ir.Selector.of(
+        [ir.Requirement("app", ir.Operator.IN, ("web",))])),)
+
+
+def test_a_namespace_selector_that_leaves_out_the_own_namespace_derives_nothing() -> None:
+    program = lowered("namespace prod labels team=web {\n  isolate\n  service web = app=web\n"
+                      "  web connects to namespaces[team=ops] on 443\n}\n" + OTHERS)
+    assert derived(program) == []
+
+
+@pytest.mark.parametrize("peer", [
+    "ops/api", "pods[app=api] in namespace ops", "all pods in namespace ops", "namespace ops",
+])
+def test_a_peer_that_names_its_namespace_gets_the_other_half_there(peer: str) -> None:
+    program = lowered(f"namespace prod {{\n  service web = app=web\n  web connects to {peer} on 443\n}}\n" + OTHERS)
+    halves = derived_in(program, "ops")
+    assert halves and all(h.direction is ir.Direction.INGRESS and h.subject.namespace == "ops" for h in halves)
+
+
+def test_a_cluster_statement_with_a_broad_peer_derives_nothing() -> None:
+    program = lowered("cluster {\n  isolate\n  all pods connects to anywhere on 443\n"
+                      "  all pods accepts all namespaces on 80\n}\n" + OTHERS)
+    assert derived(program) == []
+
+
+def test_a_cluster_subject_toward_a_named_namespace_derives_there() -> None:
+    program = lowered("cluster {\n  all pods connects to ops/api on 443\n}\n" + OTHERS)
+    [half] = derived(program)
+    assert (half.subject.namespace, half.subject.name, half.subject.cluster) == ("ops", "api", None)
+
+
+def test_a_cluster_restricted_workload_is_not_widened_to_every_namespace() -> None:
+    # `mon` restricts egress cluster-wide; the other half of prod's flow goes to ops' mon pods only
+    program = lowered("""
+cluster {
+  service mon = app=mon
+  mon connects to namespace kube-system
+}
+namespace ops { service x = app=x }
+namespace prod {
+  service web = app=web
+  web accepts pods[app=mon] in namespace ops on 80
+}
+""")
+    [half] = derived(program)
+    assert half.subject.cluster is None and half.subject.namespace == "ops"
+    assert half.direction is ir.Direction.EGRESS
+
+
+def sel(*pairs: tuple[str, str]) -> ir.Selector:
+    return ir.Selector.of([ir.Requirement(k, ir.Operator.IN, (v,)) for k, v in pairs])
+
+
+def test_pods_carrying_two_services_labels_get_the_other_half() -> None:
+    # only db's ingress is restricted; web's pods that are also db pods must accept api
+    program = lowered("""
+namespace prod {
+  service web = app=web
+  service db  = role=db
+  service api = app=api
+  db accepts pods[app=admin] on 5432
+  api connects to web on 80
+}
+""")
+    [half] = derived(program)
+    assert half.direction is ir.Direction.INGRESS
+    assert half.subject.selector == sel(("app", "web"), ("role", "db"))
+    assert not half.subject.declared
+
+
+def test_a_partly_restricted_peer_gets_the_other_half_on_the_restricted_part_only() -> None:
+    program = lowered("""
+namespace prod {
+  service web = app=web
+  service canary = app=web, track=canary
+  service api = app=api
+  canary connects to namespace kube-system
+  api accepts web on 80
+}
+""")
+    [half] = derived(program)
+    assert half.direction is ir.Direction.EGRESS
+    assert half.subject.name == "canary"  # the peer's pods restricted in egress are exactly canary's
+
+
+def test_incompatible_restricting_workloads_get_nothing() -> None:
+    program = lowered("""
+namespace prod {
+  service web = app=web
+  service db  = app=db
+  db accepts pods[app=admin] on 5432
+  web accepts pods[app=api] on 80
+}
+""")
+    assert all(r.direction is ir.Direction.EGRESS or not r.derived for r in program.rules)
+    assert derived(program) == []
+
+
+def restricted_by(program: ir.Program, rule: ir.Rule) -> bool:
+    """Whether every pod of `rule`'s subject is restricted in its direction and tier by an explicit
+    statement or an isolation (checked on the selectors: the subject's requirements include theirs)."""
+    mine = set(rule.subject.selector.requirements)
+    if rule.tier is None and any(
+        i.direction is rule.direction and (i.namespace == rule.subject.namespace or i.cluster is not None)
+        for i in program.isolations
+    ):
+        return True
+    return any(
+        not r.derived and r.direction is rule.direction and r.tier == rule.tier
+        and (r.subject.namespace == rule.subject.namespace or r.subject.cluster is not None)
+        and set(r.subject.selector.requirements) <= mine
+        for r in program.rules
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLES)
+def test_derived_rules_only_attach_to_pods_already_restricted(path: str) -> None:
+    result = check([path])
+    if result.program is None:
+        pytest.skip("does not compile")
+    for r in derived(result.program):
+        assert restricted_by(result.program, r), (r.subject, r.direction, r.tier)
