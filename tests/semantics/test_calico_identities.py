@@ -108,7 +108,7 @@ spec:
 HOST_PROGRAM = """\
 namespace prod labels env=prod
 cluster {
-  isolate
+  isolate ingress
   all pods accepts namespaces[env!=prod] on 80
   all pods accepts anywhere on 443
 }
