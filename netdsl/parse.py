@@ -800,6 +800,19 @@ def _did_you_mean(exc: UnexpectedInput) -> str | None:
 
 MAX_SYNTAX_ERRORS = 20
 
+# No name, number, port, CIDR or label is near this long (a DNS name has at most 253 characters); the
+# limit keeps every word far below Python's 4,300-digit limit on converting text to an integer.
+MAX_WORD_LENGTH = 1000
+
+
+def _overlong_words(tree: lark.Tree[Token], path: str) -> list[Diagnostic]:
+    return [
+        error("limit", f"a word of {len(tok):,} characters (`{str(tok)[:20]}...`): the limit is "
+              f"{MAX_WORD_LENGTH:,}", _token_span(path, tok), "no name, number or value is that long")
+        for tok in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "WORD")
+        if len(tok) > MAX_WORD_LENGTH
+    ]
+
 
 def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
     """Parse one file. On syntax errors, report up to MAX_SYNTAX_ERRORS of them (each offending line
@@ -829,6 +842,8 @@ def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
             continue
         if diagnostics:
             return None, diagnostics
+        if overlong := _overlong_words(tree, source.path):
+            return None, overlong
         statements = _Build(source.path).transform(tree)
         return Module(source, statements), []
     return None, diagnostics
