@@ -105,15 +105,18 @@ def _write(stream: TextIO | None, text: str, kind: str = "text") -> None:
 
 def _write_failed(stream: TextIO | None, exc: OSError) -> None:
     """Standard output closed, full (/dev/full) or a pipe whose reader left: say so (not for a broken
-    pipe, whose reader is gone on purpose, as `| head` does) and exit 1. The descriptor then points to
-    /dev/null, so Python's own flush at exit does not fail again with a traceback."""
+    pipe, whose reader is gone on purpose, as `| head` does) and exit 1. Standard error failing is not
+    fatal (an error still exits 1). The descriptor then points to /dev/null, so Python's own flush at
+    exit does not fail again with a traceback."""
     is_stdout = stream is sys.stdout
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is stream:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, fd)
             os.close(null)
-    if is_stdout and exc.errno != errno.EPIPE and sys.stderr is not None:
+    if not is_stdout:  # diagnostics nobody can read: the exit status still tells
+        return
+    if exc.errno != errno.EPIPE and sys.stderr is not None:
         try:
             sys.stderr.write(f"netdsl: error: cannot write standard output: {exc.strerror or exc}\n")
             sys.stderr.flush()
