@@ -1,10 +1,13 @@
 """Command line: a thin layer over netdsl.compiler. Data on stdout, diagnostics on stderr.
 
-Exit status: 0 success, 1 errors in the input, 2 usage errors (click's own convention).
+Exit status: 0 success, 1 errors in the input, 2 usage errors (click's own convention). A closed or
+full standard stream is an error with a message (exit 1), never a traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +20,8 @@ from netdsl.analysis import Analysis, analyse, default_targets
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
-from netdsl.compiler import STDIN, Result, check_with_lints, compile_paths, stream
-from netdsl.diagnostics import error, render_json, render_text, sort_key
+from netdsl.compiler import STDIN, LimitError, Result, check_with_lints, compile_paths, read_limited, stream
+from netdsl.diagnostics import error, json_safe, printable, render_json, render_text, sort_key
 from netdsl.diff import difference, load
 from netdsl.diff import render_json as render_diff_json
 from netdsl.diff import render_markdown as render_diff_markdown
@@ -47,19 +50,78 @@ from netdsl.semantics.topology import TopologyError, read_topology
 EXIT_INPUT = 1
 
 
+def _guard_standard_streams() -> None:
+    """A standard descriptor closed at start (`<&-`, `>&-`) is taken by /dev/null, so no file netdsl
+    opens later lands on it (output meant for the terminal would go into that file). Python has set the
+    stream to None: reading or writing it is then an error (see _read_stdin and _write)."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, mode)
+            if opened != fd:  # a lower descriptor was free too: it was taken above
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+def _read_stdin() -> bytes:
+    """Standard input, bounded like any file (compiler.MAX_FILE_BYTES)."""
+    if sys.stdin is None:
+        _fail("standard input is closed, but `-` asks to read it")
+    try:
+        return read_limited(sys.stdin.buffer, "<stdin>")
+    except LimitError as exc:
+        _fail(f"{exc}  [limit]")
+    except OSError as exc:
+        _fail(f"<stdin>: {exc.strerror or exc}")
+
+
 def _stdin_if_needed(paths: tuple[str, ...]) -> bytes | None:
-    return sys.stdin.buffer.read() if STDIN in paths else None
+    return _read_stdin() if STDIN in paths else None
 
 
-def _write(stream: TextIO, text: str) -> None:
-    """Always UTF-8, whatever the locale (the YAML and the messages may hold any character)."""
-    buffer = getattr(stream, "buffer", None)
-    if buffer is None:  # a test harness's text stream
-        stream.write(text)
-    else:
-        stream.flush()
-        buffer.write(text.encode("utf-8", errors="replace"))
-        buffer.flush()
+def _write(stream: TextIO | None, text: str, kind: str = "text") -> None:
+    """Always UTF-8, whatever the locale (the YAML and the messages may hold any character). `text` is
+    escaped for a terminal (diagnostics.printable), `json` keeps JSON valid while escaping the same
+    characters, `data` (the YAML stream) is written as it is."""
+    if kind == "text":
+        text = printable(text, keep="\n\t")
+    elif kind == "json":
+        text = json_safe(text)
+    try:
+        if stream is None:  # closed when netdsl started
+            raise OSError(errno.EBADF, "the stream is closed")
+        buffer = getattr(stream, "buffer", None)
+        if buffer is None:  # a test harness's text stream
+            stream.write(text)
+        else:
+            stream.flush()
+            buffer.write(text.encode("utf-8", errors="replace"))
+            buffer.flush()
+    except OSError as exc:
+        _write_failed(stream, exc)
+
+
+def _write_failed(stream: TextIO | None, exc: OSError) -> None:
+    """Standard output closed, full (/dev/full) or a pipe whose reader left: say so (not for a broken
+    pipe, whose reader is gone on purpose, as `| head` does) and exit 1. Standard error failing is not
+    fatal (an error still exits 1). The descriptor then points to /dev/null, so Python's own flush at
+    exit does not fail again with a traceback."""
+    is_stdout = stream is sys.stdout
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is stream:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+    if not is_stdout:  # diagnostics nobody can read: the exit status still tells
+        return
+    if exc.errno != errno.EPIPE and sys.stderr is not None:
+        try:
+            sys.stderr.write(f"netdsl: error: cannot write standard output: {exc.strerror or exc}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+    sys.exit(EXIT_INPUT)
 
 
 def _note(text: str) -> None:
@@ -69,7 +131,7 @@ def _note(text: str) -> None:
 def _report(result: Result, fmt: str) -> None:
     diags = sorted(result.diagnostics, key=sort_key)
     if fmt == "json":
-        _write(sys.stderr, render_json(diags))
+        _write(sys.stderr, render_json(diags), "json")
     elif diags:
         _write(sys.stderr, render_text(diags, result.sources))
         errors = sum(d.is_error for d in diags)
@@ -111,6 +173,7 @@ format_option = click.option(
 @click.version_option(__version__, "--version", prog_name="netdsl")
 def main() -> None:
     """Compile .seg network segmentation programs to Kubernetes network policies."""
+    _guard_standard_streams()
 
 
 @main.command("compile")
@@ -152,7 +215,7 @@ def compile_command(
     if not result.ok:
         sys.exit(EXIT_INPUT)
     if output is None:
-        _write(sys.stdout, stream(result.manifests))
+        _write(sys.stdout, stream(result.manifests), "data")
 
 
 @main.command("check")
@@ -258,7 +321,7 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     if src is not None and dst is not None:
         report = explain_connection(evs, src, dst, probes, port_given=bool(port))
         render = render_connection_json if out_format == "json" else render_connection_text
-        _write(sys.stdout, render(report))
+        _write(sys.stdout, render(report), out_format)
         if report.mismatches:
             _write(sys.stderr, f"netdsl: error: MISMATCH between the program and a target: {BUG}\n")
             sys.exit(EXIT_MISMATCH)
@@ -268,7 +331,7 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
                                    destinations=None if dst is None else [dst],
                                    every_cluster=analysis.every_cluster and not outside)
     if out_format == "json":
-        _write(sys.stdout, render_matrix_json(matrix_report))
+        _write(sys.stdout, render_matrix_json(matrix_report), "json")
     else:
         _write(sys.stdout, render_matrix_text(matrix_report, width))
     if matrix_report.mismatches:
@@ -290,7 +353,7 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
     `main:policies` for the *.seg below policies/ at main)."""
     if old == STDIN and new == STDIN:
         _fail("only one of OLD and NEW can be standard input")
-    stdin = sys.stdin.buffer.read() if STDIN in (old, new) else None
+    stdin = _read_stdin() if STDIN in (old, new) else None
     before, after = load(old, stdin), load(new, stdin)
     if before.program is None or after.program is None:
         both = Result(sources={**before.sources, **after.sources},
@@ -300,6 +363,6 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
     topology = None if topology_dir is None else _read_topology(topology_dir)
     d = difference(before.program, after.program, old, new, topology)
     render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
-    _write(sys.stdout, render(d))
+    _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:
         sys.exit(EXIT_INPUT)

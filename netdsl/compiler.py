@@ -1,17 +1,22 @@
 """The pipeline, start to end: read sources -> parse -> lower -> check the target -> build -> render ->
-read back. Nothing here writes files; netdsl/output.py does that once everything has succeeded."""
+read back. Nothing here writes files; netdsl/output.py does that once everything has succeeded.
+
+Reading is bounded (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES): an endless input (/dev/zero, a FIFO)
+is an error, never unbounded memory. A file is identified by its real path (bytes), and shown by a
+name that escapes what a terminal would interpret, so no two files share a shown name.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netdsl import ir
 from netdsl.backends import Manifest, Options, backend_names, get_backend, render_and_check
-from netdsl.diagnostics import Diagnostic, error
+from netdsl.diagnostics import Diagnostic, error, escape_name
 from netdsl.lower import lower
 from netdsl.parse import parse
 from netdsl.semantics.expect import check_expectations
@@ -21,6 +26,15 @@ from netdsl.source import SourceFile, Span
 from netdsl.widen import widen
 
 STDIN = "-"
+
+# Limits on what is read (documented in README.md, "Limits"): each file, the number of files, all of it.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_FILES = 10_000
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
+
+
+class LimitError(Exception):
+    """More than a limit allows; the message says which limit."""
 
 
 @dataclass
@@ -37,14 +51,50 @@ class Result:
 
 def display_path(path: Path) -> str:
     """Paths in messages and annotations: relative to the working directory when below it, so the same
-    checkout compiles to the same bytes wherever it lives."""
+    checkout compiles to the same bytes wherever it lives. Bytes that are not UTF-8, control characters
+    and backslashes are escaped (escape_name), so the name is safe on a terminal and names no other file."""
     try:
         rel = os.path.relpath(path)
     except ValueError:  # another drive on Windows
         rel = ".."
     shown = Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
-    # A file name that is not valid UTF-8 arrives with surrogate escapes, which no output can hold.
-    return shown.encode("utf-8", errors="replace").decode("utf-8")
+    return escape_name(shown)
+
+
+def read_limited(stream: object, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """At most `limit` bytes of a binary stream (a file, a pipe, standard input); LimitError beyond."""
+    read = getattr(stream, "read")  # noqa: B009 - any object with read(n), typed loosely for sys.stdin
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise LimitError(f"{what}: larger than {_mib(limit)}, the limit for one file")
+    return b"".join(chunks)
+
+
+def _mib(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB"
+
+
+def _seg_files(directory: Path) -> Iterator[Path]:
+    """The *.seg regular files below a directory. Symbolic links to directories are followed once each
+    (a link to a parent is no endless loop); errors below the top are skipped, as rglob did."""
+    visited: set[str] = set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs.clear()
+            continue
+        visited.add(real)
+        dirs.sort()
+        for name in names:
+            if name.endswith(".seg") and (p := Path(root) / name).is_file():
+                yield p
 
 
 def decode(shown: str, data: bytes) -> tuple[SourceFile | None, Diagnostic | None]:
@@ -65,13 +115,22 @@ def decode(shown: str, data: bytes) -> tuple[SourceFile | None, Diagnostic | Non
 def read_sources(
     paths: Sequence[str], stdin: bytes | None = None
 ) -> tuple[list[SourceFile], list[Diagnostic]]:
-    """Files as given, directories as every *.seg below them (sorted), `-` as standard input."""
+    """Files as given, directories as every *.seg below them (sorted), `-` as standard input. A file
+    named twice (also through another path to it) is read once."""
     files: list[SourceFile] = []
     diags: list[Diagnostic] = []
-    seen: set[str] = set()
+    seen: set[bytes] = set()
+    total = 0
     for raw in paths:
         if raw == STDIN:
-            found_data: list[tuple[str, bytes]] = [("<stdin>", stdin or b"")]
+            if b"<stdin>" in seen:
+                continue
+            seen.add(b"<stdin>")
+            data = stdin or b""
+            if len(data) > MAX_FILE_BYTES:
+                diags.append(error("limit", f"<stdin>: larger than {_mib(MAX_FILE_BYTES)}, the limit for one file"))
+                continue
+            found_data: list[tuple[str, bytes]] = [("<stdin>", data)]
         elif not raw:
             diags.append(error("io-error", "an empty path was given"))
             continue
@@ -79,7 +138,12 @@ def read_sources(
             path = Path(raw)
             try:  # stat can fail for reasons other than absence (ENAMETOOLONG, EACCES, ELOOP, ...)
                 if path.is_dir():
-                    found = sorted(p for p in path.rglob("*.seg") if p.is_file())
+                    found: list[Path] = []
+                    for p in _seg_files(path):
+                        if len(found) == MAX_FILES:
+                            raise LimitError(f"{display_path(path)}: more than {MAX_FILES:,} .seg files")
+                        found.append(p)
+                    found.sort()
                     if not found:
                         diags.append(
                             error("io-error", f"{display_path(path)}: no .seg files in this directory")
@@ -92,16 +156,31 @@ def read_sources(
             except OSError as exc:
                 diags.append(error("io-error", f"{display_path(path)}: {exc.strerror or exc}"))
                 continue
+            except LimitError as exc:
+                diags.append(error("limit", str(exc), hint=f"netdsl reads at most {MAX_FILES:,} files"))
+                continue
             found_data = []
             for p in found:
+                key = os.fsencode(os.path.realpath(p))
+                if key in seen:
+                    continue
+                seen.add(key)
                 try:
-                    found_data.append((display_path(p), p.read_bytes()))
+                    with open(p, "rb") as f:
+                        found_data.append((display_path(p), read_limited(f, display_path(p))))
                 except OSError as exc:
                     diags.append(error("io-error", f"{display_path(p)}: {exc.strerror or exc}"))
+                except LimitError as exc:
+                    diags.append(error("limit", str(exc)))
         for shown, data in found_data:
-            if shown in seen:
-                continue
-            seen.add(shown)
+            total += len(data)
+            if total > MAX_TOTAL_BYTES:
+                diags.append(error("limit", f"the input is larger than {_mib(MAX_TOTAL_BYTES)} in all",
+                                   hint="netdsl reads at most that much from all files together"))
+                return files, diags
+            if len(files) + 1 > MAX_FILES:
+                diags.append(error("limit", f"more than {MAX_FILES:,} files"))
+                return files, diags
             source, problem = decode(shown, data)
             if problem is not None:
                 diags.append(problem)

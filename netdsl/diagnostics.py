@@ -7,6 +7,7 @@ checked against this table by the tests, so the two never drift apart.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -23,6 +24,7 @@ class Severity(str, Enum):
 CODES: Mapping[str, str] = {
     # reading and syntax
     "io-error": "A path does not exist, could not be read, or is a directory without .seg files.",
+    "limit": "An input is larger than netdsl reads: a file, the number of files, all files together, a word.",
     "encoding": "A file is not valid UTF-8.",
     "syntax": "The text does not follow the .seg grammar.",
     # names
@@ -108,6 +110,36 @@ class CompileError(Exception):
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
 
+# ------------------------------------------------------------------------------------------ terminal safety
+
+
+def _escape(ch: str) -> str:
+    n = ord(ch)
+    if 0xDC80 <= n <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogate escape)
+        return f"\\x{n - 0xDC00:02x}"
+    return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(ch) or (
+        f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+
+
+def _unsafe(ch: str) -> bool:
+    """A character a terminal may act on or that hides text: controls (C0, C1: ESC, CSI), format
+    characters (bidirectional overrides, zero-width), line separators, surrogates."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Cn", "Zl", "Zp")
+
+
+def printable(text: str, keep: str = "\n") -> str:
+    """Text for a terminal: every unsafe character but those in `keep` written as an escape (`\\x1b`)."""
+    if text.isprintable():  # the common case, fast
+        return text
+    return "".join(_escape(ch) if ch not in keep and _unsafe(ch) else ch for ch in text)
+
+
+def escape_name(name: str) -> str:
+    """A file name for messages: like `printable`, and a backslash is doubled, so two different names
+    (bytes) are never shown alike."""
+    return "".join(_escape(ch) if _unsafe(ch) else "\\\\" if ch == "\\" else ch for ch in name)
+
+
 def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
     if d.span is None:
         return ("", 0, 0, d.message)
@@ -115,12 +147,13 @@ def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 
 
 def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, SourceFile]) -> str:
-    """mypy --pretty style: `file:line:col: error: message [code]`, the source line, a caret."""
+    """mypy --pretty style: `file:line:col: error: message [code]`, the source line, a caret. What the
+    input wrote (names, source lines) reaches the terminal only through `printable`."""
     out: list[str] = []
     for d in diagnostics:
         span = d.span
         where = f"{span.path}:{span.line}:{span.column}: " if span else "netdsl: "
-        out.append(f"{where}{d.severity.value}: {d.message}  [{d.code}]")
+        out.append(printable(f"{where}{d.severity.value}: {d.message}  [{d.code}]", keep=""))
         if span is not None and span.path in sources:
             text = sources[span.path].line(span.line)
             if text.strip():
@@ -129,12 +162,31 @@ def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, SourceF
                 if span.end_line == span.line and span.end_column > span.column:
                     width = span.end_column - span.column
                 width = max(1, min(width, len(shown) - span.column + 1))
-                out.append("    " + shown)
-                out.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+                # escapes are wider than the characters they stand for: measure the caret on the escaped text
+                before = printable(shown[: span.column - 1], keep="")
+                under = printable(shown[span.column - 1: span.column - 1 + width], keep="")
+                out.append("    " + printable(shown, keep=""))
+                out.append("    " + " " * len(before) + "^" + "~" * (max(1, len(under)) - 1))
         if d.hint:
-            out.append(f"{where}note: {d.hint}" if span else f"  hint: {d.hint}")
+            out.append(printable(f"{where}note: {d.hint}" if span else f"  hint: {d.hint}", keep=""))
     return "\n".join(out) + ("\n" if out else "")
 
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
-    return json.dumps([d.to_json() for d in diagnostics], indent=2, ensure_ascii=False) + "\n"
+    return json_safe(json.dumps([d.to_json() for d in diagnostics], indent=2, ensure_ascii=False) + "\n")
+
+
+def json_safe(text: str) -> str:
+    """JSON text with the characters `printable` escapes written as \\uXXXX: the same JSON value (JSON
+    escapes C0 controls itself; C1 controls and format characters would reach the terminal raw)."""
+    if all(ch == "\n" or not _unsafe(ch) for ch in text):
+        return text
+    return "".join(_json_escape(ch) if ch != "\n" and _unsafe(ch) else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    n = ord(ch)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"

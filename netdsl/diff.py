@@ -10,6 +10,8 @@ every cluster), and a real change shows up as classes of connections with an exa
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from netdsl import ir
-from netdsl.compiler import Result, check_files, decode, read_sources
-from netdsl.diagnostics import Diagnostic, error
+from netdsl.compiler import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Result, check_files, decode, read_sources
+from netdsl.diagnostics import Diagnostic, error, escape_name, printable
 from netdsl.semantics.engine import (
     Probe,
     matrix,
@@ -60,28 +62,70 @@ def git_revision(spec: str) -> tuple[str, str] | None:
     return rev, subdir.strip("/")
 
 
+def _git_failed(shown: str, done: subprocess.CompletedProcess[bytes]) -> Diagnostic:
+    return error("io-error", f"{shown}: {printable(done.stderr.decode(errors='replace').strip(), keep='')}")
+
+
 def read_revision(rev: str, subdir: str) -> tuple[list[SourceFile], list[Diagnostic]]:
-    """Every *.seg of the revision (below subdir), shown as `REV:path`."""
-    shown_spec = f"{rev}:{subdir}" if subdir else rev
+    """Every *.seg of the revision (below subdir), shown as `REV:path`. git's listing is read with -z,
+    where no name is quoted (`café.seg`, tabs, newlines, quotes arrive as their bytes), and each file by
+    its object id, so no name is parsed twice; sizes are checked against the compiler's limits first."""
+    shown_spec = escape_name(f"{rev}:{subdir}" if subdir else rev)
+    try:
+        return _read_revision(rev, subdir, shown_spec)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [], [error("io-error", f"{shown_spec}: git failed: {exc}")]
+
+
+def _read_revision(rev: str, subdir: str, shown_spec: str) -> tuple[list[SourceFile], list[Diagnostic]]:
     top = _git(["rev-parse", "--show-toplevel"])
     if top.returncode != 0:
-        return [], [error("io-error", f"{shown_spec}: {top.stderr.decode(errors='replace').strip()}")]
-    root = Path(top.stdout.decode().strip())
-    listing = _git(["ls-tree", "-r", "--name-only", "--full-tree", rev, *(["--", subdir] if subdir else [])],
+        return [], [_git_failed(shown_spec, top)]
+    root = Path(os.fsdecode(top.stdout.rstrip(b"\n")))
+    listing = _git(["ls-tree", "-r", "-z", "--long", "--full-tree", rev, *(["--", subdir] if subdir else [])],
                    cwd=root)
     if listing.returncode != 0:
-        return [], [error("io-error", f"{shown_spec}: {listing.stderr.decode(errors='replace').strip()}")]
-    names = [n for n in listing.stdout.decode("utf-8", errors="surrogateescape").splitlines()
-             if n.endswith(".seg") and (not subdir or n == subdir or n.startswith(subdir + "/"))]
-    if not names:
-        return [], [error("io-error", f"{shown_spec}: no .seg files at this revision")]
-    files: list[SourceFile] = []
+        return [], [_git_failed(shown_spec, listing)]
+    prefix = os.fsencode(subdir + "/") if subdir else b""
+    blobs: list[tuple[bytes, bytes, int]] = []  # (path, object id, size)
+    links: list[tuple[bytes, bytes]] = []  # (path, object id): a symbolic link's blob is its target
+    for record in listing.stdout.split(b"\0"):
+        meta, tab, name = record.partition(b"\t")
+        fields = meta.split()
+        if not tab or len(fields) != 4 or fields[1] != b"blob" or not name.endswith(b".seg"):
+            continue  # also submodules (type commit)
+        if subdir and name != prefix[:-1] and not name.startswith(prefix):
+            continue
+        if fields[0] == b"120000":
+            links.append((name, fields[2]))
+        else:
+            blobs.append((name, fields[2], int(fields[3]) if fields[3].isdigit() else 0))
     diags: list[Diagnostic] = []
-    for name in sorted(names):
-        shown = f"{rev}:{name}"
-        blob = _git(["show", f"{rev}:{name}"], cwd=root)
+    listed = {name for name, _, _ in blobs}
+    for name, oid in links:  # a link to a listed file is that file (read once, as in a working tree)
+        target = _git(["cat-file", "blob", oid.decode("ascii")], cwd=root).stdout
+        if posixpath.normpath(posixpath.join(posixpath.dirname(name), target)) not in listed:
+            diags.append(error("io-error", f"{escape_name(rev)}:{escape_name(os.fsdecode(name))}: a symbolic "
+                               "link to a file this revision does not list; netdsl reads regular files there"))
+    if not blobs and not diags:
+        return [], [error("io-error", f"{shown_spec}: no .seg files at this revision")]
+    if len(blobs) > MAX_FILES:
+        return [], [error("limit", f"{shown_spec}: more than {MAX_FILES:,} .seg files")]
+    files: list[SourceFile] = []
+    total = 0
+    for name, oid, size in sorted(blobs):
+        shown = f"{escape_name(rev)}:{escape_name(os.fsdecode(name))}"
+        total += size
+        if size > MAX_FILE_BYTES or total > MAX_TOTAL_BYTES:
+            which = "one file" if size > MAX_FILE_BYTES else "all files together"
+            limit = MAX_FILE_BYTES if size > MAX_FILE_BYTES else MAX_TOTAL_BYTES
+            diags.append(error("limit", f"{shown}: larger than {limit // (1024 * 1024)} MiB, the limit for {which}"))
+            if size > MAX_FILE_BYTES:
+                continue
+            break
+        blob = _git(["cat-file", "blob", oid.decode("ascii")], cwd=root)
         if blob.returncode != 0:
-            diags.append(error("io-error", f"{shown}: {blob.stderr.decode(errors='replace').strip()}"))
+            diags.append(_git_failed(shown, blob))
             continue
         source, problem = decode(shown, blob.stdout)
         if problem is not None:

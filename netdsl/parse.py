@@ -7,8 +7,10 @@ precisely what is wrong.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -269,10 +271,29 @@ class Module:
 # ------------------------------------------------------------------------------------------ parser
 
 
+# What may not follow a keyword: any character a WORD may hold (the grammar's named keyword terminals
+# end with the same lookahead).
+_WORD_BOUNDARY = r"(?![\w.\/:*-])"
+_QUOTED_KEYWORD = re.compile(r"[A-Za-z]+( [A-Za-z]+)*")
+
+
+def _whole_word(terminal: lark.lexer.TerminalDef) -> None:
+    """Lark's `edit_terminals` hook: a quoted keyword ("accepts") becomes a regular expression that matches
+    only a whole word. Without it, where the grammar expects a keyword and no name, the lexer took the
+    keyword's prefix of a longer word: `a acceptsb` was read as `a accepts b`. The keyword outranks WORD
+    where both may come (as Lark's own keyword-over-WORD rule did), and the lookahead keeps `acceptsb` a
+    WORD there."""
+    pattern = terminal.pattern
+    if isinstance(pattern, lark.lexer.PatternStr) and _QUOTED_KEYWORD.fullmatch(pattern.value):
+        terminal.pattern = lark.lexer.PatternRE(re.escape(pattern.value) + _WORD_BOUNDARY, pattern.flags)
+        terminal.priority = max(terminal.priority, 1)
+
+
 @functools.cache
 def _parser() -> Lark:
     grammar = resources.files("netdsl.grammar").joinpath("seg.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
+                edit_terminals=_whole_word)
 
 
 def _token_span(path: str, tok: Token) -> Span:
@@ -749,19 +770,61 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         end_col = column + max(1, len(str(exc.token).strip()))
     if isinstance(exc, UnexpectedToken) and "WORD" in exc.expected and str(exc.token) in _keywords():
         hint = f"`{exc.token}` is a keyword of the language and cannot be used as a name"
+    elif (suggestion := _did_you_mean(exc)) is not None:
+        hint = suggestion
     return error("syntax", message, Span(source.path, line, column, line, end_col), hint)
 
 
 @functools.cache
+def _keyword_spellings() -> dict[str, tuple[str, ...]]:
+    """Each keyword terminal and the words it stands for (ACTION: allows, allow, denies, ...): the words of
+    its pattern before the boundary lookahead that the terminal matches on their own."""
+    out: dict[str, tuple[str, ...]] = {}
+    for t in _parser().terminals:
+        body = t.pattern.to_regexp()
+        if not body.endswith(_WORD_BOUNDARY):
+            continue
+        words = re.findall(r"[A-Za-z]{2,}(?: [A-Za-z]{2,})*", body[: -len(_WORD_BOUNDARY)])
+        if spellings := tuple(w for w in dict.fromkeys(words) if re.fullmatch(body, w)):
+            out[t.name] = spellings
+    return out
+
+
+@functools.cache
 def _keywords() -> frozenset[str]:
-    return frozenset(
-        str(t.pattern.value)
-        for t in _parser().terminals
-        if isinstance(t.pattern, lark.lexer.PatternStr) and str(t.pattern.value).isalpha()
-    )
+    return frozenset(w for spellings in _keyword_spellings().values() for w in spellings)
+
+
+def _did_you_mean(exc: UnexpectedInput) -> str | None:
+    """A word where the parser wanted a keyword: the keyword it is closest to (`acceptsb`, `acept`)."""
+    if not isinstance(exc, UnexpectedToken) or exc.token.type != "WORD":
+        return None
+    text = str(exc.token)
+    spellings = _keyword_spellings()
+    wanted = sorted({w for name in exc.expected for w in spellings.get(name, ())})
+    glued = [w for w in wanted if text.startswith(w) and len(text) > len(w)]
+    if glued:  # `acceptsb`: a keyword run together with the next word
+        word = max(glued, key=len)
+        rest = text[len(word):]
+        return f"did you mean `{word}`? A keyword is a whole word: write `{word} {rest}` if `{rest}` is a name"
+    close = difflib.get_close_matches(text, wanted, n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
 
 
 MAX_SYNTAX_ERRORS = 20
+
+# No name, number, port, CIDR or label is near this long (a DNS name has at most 253 characters); the
+# limit keeps every word far below Python's 4,300-digit limit on converting text to an integer.
+MAX_WORD_LENGTH = 1000
+
+
+def _overlong_words(tree: lark.Tree[Token], path: str) -> list[Diagnostic]:
+    return [
+        error("limit", f"a word of {len(tok):,} characters (`{str(tok)[:20]}...`): the limit is "
+              f"{MAX_WORD_LENGTH:,}", _token_span(path, tok), "no name, number or value is that long")
+        for tok in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "WORD")
+        if len(tok) > MAX_WORD_LENGTH
+    ]
 
 
 def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
@@ -792,6 +855,8 @@ def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
             continue
         if diagnostics:
             return None, diagnostics
+        if overlong := _overlong_words(tree, source.path):
+            return None, overlong
         statements = _Build(source.path).transform(tree)
         return Module(source, statements), []
     return None, diagnostics

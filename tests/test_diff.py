@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -165,3 +166,52 @@ metadata: {name: be, namespace: production, labels: {tier: backend}}
     assert r.exit_code == 0, r.stderr
     assert "+ production/be -> production/db-0  5433/tcp" in r.stdout
     assert "production/backend" not in r.stdout
+
+
+# Names git quotes in its default output ("core.quotePath"): non-ASCII, a tab, a newline, quotes, a
+# backslash, and a name that is not UTF-8. Issue 9: a commit adding such a file was "No change".
+ODD_NAMES = ["café.seg", "tab\there.seg", "new\nline.seg", 'quote"d.seg', "back\\slash.seg", " space .seg"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+@pytest.mark.parametrize("name", [*ODD_NAMES, b"latin1-caf\xe9.seg"], ids=repr)
+def test_git_revisions_read_files_git_would_quote(netdsl: Run, work: Path, name: str | bytes) -> None:
+    git("init", "-q", "-b", "main")
+    git("-c", "core.quotePath=true", "commit", "-q", "--allow-empty", "-m", "empty")
+    Path("policies").mkdir()
+    shutil.copy("old.seg", "policies/base.seg")
+    git("add", "policies")
+    git("commit", "-q", "-m", "v1")
+    # the new file opens a connection: the difference must show it
+    odd = Path(os.fsdecode(b"policies/" + (name if isinstance(name, bytes) else os.fsencode(name))))
+    odd.write_text("namespace production {\n  database accepts frontend on 9999\n}\n")
+    git("add", "policies")
+    git("commit", "-q", "-m", "v2")
+    r = netdsl("diff", "HEAD~1", "HEAD")
+    assert r.exit_code == 0, r.stderr
+    assert "+ production/frontend -> production/database  9999/tcp" in r.stdout, r.stdout
+    assert "No change" not in r.stdout
+    # the statement that decides is shown with the file's name, escaped for the terminal
+    shown = r.stdout.split("now: HEAD:policies/")[1].split(":2:")[0]
+    assert shown.isprintable(), shown
+    assert "No change" in netdsl("diff", "HEAD", "policies").stdout
+    assert "No change" in netdsl("diff", "HEAD~1:policies", "HEAD~1").stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_git_symbolic_links_are_read_once_or_reported(netdsl: Run, work: Path) -> None:
+    git("init", "-q", "-b", "main")
+    Path("policies").mkdir()
+    shutil.move("old.seg", "policies/app.seg")
+    os.symlink("app.seg", "policies/same.seg")
+    os.symlink("../elsewhere.seg", "policies/outside.seg")
+    git("add", "policies")
+    git("commit", "-q", "-m", "v1")
+    r = netdsl("diff", "HEAD:policies", "changed.seg")
+    assert r.exit_code == 1
+    assert "HEAD:policies/outside.seg: a symbolic link to a file this revision does not list" in r.stderr
+    Path("policies/outside.seg").unlink()
+    git("rm", "-q", "--cached", "policies/outside.seg")
+    git("commit", "-q", "-m", "v2")
+    r = netdsl("diff", "HEAD:policies", "policies/app.seg")
+    assert r.exit_code == 0 and "No change" in r.stdout, r.stderr

@@ -189,7 +189,7 @@ def test_over_a_cluster_topology(netdsl: Run, app: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--from", "frontnd", "--to", "backend"], "netdsl: error: unknown endpoint 'frontnd'"),
-    (["--from", "frontend", "--to", "backend:http"], "has no container port named 'http'"),
+    (["--from", "frontend", "--to", "backend:http"], "no statement mentions a port named 'http'"),
     (["--from", "frontend", "--to", "unlabelled"], "'unlabelled' names "),
     (["--from", "frontend:80", "--to", "backend"], "a source has no port"),
     (["--from", "10.0.0.1", "--to", "10.0.0.2"], "both ends are external"),

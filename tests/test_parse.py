@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -745,3 +747,73 @@ def test_valid_syntax_never_crashes_the_compiler(
     for d in result.diagnostics:
         assert d.code not in ("internal", "syntax"), d
         assert d.span is not None or d.code in ("io-error", "output")
+
+
+# ------------------------------------------------------------------------------------------ keywords are whole words
+
+
+def _words(node: object) -> set[str]:
+    """Every Word's text in a syntax tree."""
+    if isinstance(node, syn.Word):
+        return {node.text}
+    if isinstance(node, tuple):
+        return set().union(*(_words(n) for n in node)) if node else set()
+    if hasattr(node, "__dataclass_fields__") and not isinstance(node, SourceFile):
+        return set().union(*(_words(getattr(node, f)) for f in node.__dataclass_fields__)) or set()
+    return set()
+
+
+def _keyword_sites() -> list[tuple[str, int, str]]:
+    """(file, offset just after a keyword, keyword) for every keyword outside comments and strings in the
+    bundled examples."""
+    spellings = sorted(syn._keywords(), key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w.\/:*-])(" + "|".join(map(re.escape, spellings)) + r")(?![\w.\/:*-])")
+    sites = []
+    root = Path(__file__).parent.parent / "examples"
+    for path in sorted(root.rglob("*.seg")):
+        text = path.read_text(encoding="utf-8")
+        offset = 0
+        for line in text.split("\n"):
+            code = line.split("#")[0]
+            if '"' not in code:
+                sites.extend((str(path), offset + m.end(), m.group()) for m in pattern.finditer(code))
+            offset += len(line) + 1
+    return sites
+
+
+def test_a_keyword_glued_to_the_next_word_is_never_read_as_the_keyword() -> None:
+    """Class fix (issue 9): the lexer used to take a keyword's prefix of a longer word wherever no name
+    could come, so `a acceptsb` compiled as `a accepts b`. Now a keyword followed by any character of a
+    name is not the keyword: either a syntax error or, where a name may stand, that whole word as a name."""
+    sites = _keyword_sites()
+    assert len(sites) > 100
+    for path, end, keyword in sites:
+        text = Path(path).read_text(encoding="utf-8")
+        glued = text[:end] + "x" + text[end:]
+        module, diags = parse_text(glued)
+        if module is not None:
+            assert keyword + "x" in _words(module.statements), (path, keyword, end)
+        else:
+            assert diags and diags[0].code == "syntax"
+
+
+@pytest.mark.parametrize("statement, hint", [
+    ("a acceptsb", "did you mean `accepts`? A keyword is a whole word: write `accepts b` if `b` is a name"),
+    ("a acept b", "did you mean `accepts`?"),
+    ("a accept b", "did you mean `accepts`?"),
+    ("a conects to b", "did you mean `connects`?"),
+    ("a connects tob", "did you mean `to`? A keyword is a whole word: write `to b` if `b` is a name"),
+    ("a dennies from b", "did you mean `denies`?"),
+    ("isolate ingres", "did you mean `ingress`?"),
+])
+def test_a_misspelt_keyword_is_an_error_with_did_you_mean(statement: str, hint: str) -> None:
+    _, diags = parse_text(f"namespace n {{\n service a = app=a\n service b = app=b\n {statement}\n}}\n")
+    (d,) = diags
+    assert d.code == "syntax" and d.span.line == 4
+    assert d.hint == hint
+
+
+def test_acceptsb_does_not_compile() -> None:
+    text = "namespace n {\n service a = app=a\n service b = app=b\n a acceptsb\n}\n"
+    result = compile_paths(["-"], "vanilla", stdin=text.encode())
+    assert not result.ok and result.manifests == []

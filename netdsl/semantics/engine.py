@@ -70,6 +70,10 @@ def parse_probe(text: str, dst: Endpoint | None = None) -> Probe:
             protocol = Protocol(proto_text.upper())
         except ValueError:
             raise EndpointError(f"unknown protocol {proto_text!r} in {text!r} (tcp, udp or sctp)") from None
+    if word.isdigit() and not word.isascii():  # str.isdigit takes '٣' and '³' too, int() reads them as 3
+        raise EndpointError(f"{text!r} is not a port number (write it with the digits 0-9)")
+    if word.isdigit() and len(word) > 5:  # int() refuses over 4,300 digits
+        raise EndpointError(f"port {word[:8]}... ({len(word):,} digits) is not 1-65535")
     if word.isdigit():
         port = int(word)
         if not 1 <= port <= 65535:
