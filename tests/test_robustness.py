@@ -1034,7 +1034,6 @@ def test_re2_accepts(pattern: str) -> None:
     assert re2_problem(pattern) is None
 
 
-@pytest.mark.xfail(strict=True, reason="until Lowering.lower_http validates with re2syntax.re2_problem")
 @pytest.mark.parametrize("pattern", ["/a++", "/x(?#c)", "/a{,3}", "/" + "(" * 2000 + "a" + ")" * 2000])
 def test_http_patterns_are_checked_with_re2(tmp_path: Path, pattern: str) -> None:
     text = SERVICES + f' b accepts a on 80 http GET "{pattern}"\n}}\n'

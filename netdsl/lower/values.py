@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from netdsl import ir, parse
 from netdsl.ir import PortMatch, Protocol, Selector
 from netdsl.lower.state import PROTOCOLS, LoweringState
+from netdsl.re2syntax import re2_problem
 from netdsl.source import Span
 
 # ------------------------------------------------------------------------------------ syntax rules
@@ -258,15 +259,9 @@ class Values(LoweringState):
         rules = []
         for h in stmt.http:
             for word in filter(None, (h.path, h.host)):
-                try:
-                    re.compile(word.text)
-                except re.error as exc:
-                    self.error("invalid-http", f"invalid regular expression {word.text!r}: {exc}", word.span)
-                    ok = False
-                    continue
-                if _NOT_RE2.search(word.text):
-                    self.error("invalid-http", f"{word.text!r} uses lookaround or backreferences", word.span,
-                               "Cilium and Envoy use RE2 regular expressions, which have neither")
+                if (problem := re2_problem(word.text)) is not None:
+                    self.error("invalid-http", f"invalid regular expression {word.text!r}: {problem}", word.span,
+                               "Cilium and Envoy read RE2 regular expressions (github.com/google/re2/wiki/Syntax)")
                     ok = False
             for header in h.headers:
                 if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(: ?[^\r\n]*)?", header.text):
@@ -280,10 +275,6 @@ class Values(LoweringState):
                 tuple(_header(w.text) for w in h.headers),
             ))
         return tuple(dict.fromkeys(rules)) if ok else None
-
-
-# Constructs of Python's `re` that RE2 (Cilium, Envoy) does not have: lookaround, backreferences, atomic groups.
-_NOT_RE2 = re.compile(r"\(\?(=|!|<=|<!|>|P=)|\\[1-9]")
 
 
 def _header(text: str) -> str:
