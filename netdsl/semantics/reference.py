@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, Union
 
@@ -328,7 +328,11 @@ class ReferenceSemantics:
             + [(DEFAULT_TIER_ORDER, None, "deny")],
             key=lambda t: (t[0], t[1] or "default"),
         )
+        self.by_tier: dict[str | None, list[Statement]] = {}
+        for statement in self.statements:
+            self.by_tier.setdefault(statement.tier, []).append(statement)
         self._applies: dict[tuple[object, ...], bool] = {}
+        self._labels: dict[tuple[str, int], Mapping[str, str]] = {}
 
     # ---- reading the tree
     def _declare_tier(self, block: parse.TierBlock) -> None:
@@ -438,8 +442,11 @@ class ReferenceSemantics:
         return PodPeer(Namespaces(labels=labels), pods, False)
 
     # ---- meaning
-    def _ns_labels(self, pod: Pod) -> dict[str, str]:
-        return self.topology.labels_of(pod)
+    def _ns_labels(self, pod: Pod) -> Mapping[str, str]:
+        key = (pod.namespace, pod.variant)
+        if key not in self._labels:
+            self._labels[key] = self.topology.labels_of(pod)
+        return self._labels[key]
 
     def _is_subject(self, stmt: Statement, pod: Pod) -> bool:
         return stmt.scope.covers(pod.namespace, self._ns_labels(pod), self.system) and any(
@@ -487,8 +494,13 @@ class ReferenceSemantics:
         key = (tier, pod, tuple(sorted(pod.labels.items())), direction)
         if key not in self._applies:
             self._applies[key] = any(
-                s.tier == tier and s.direction == direction and self._is_subject(s, pod) for s in self.statements)
+                s.direction == direction and self._is_subject(s, pod) for s in self.by_tier.get(tier, ()))
         return self._applies[key]
+
+    def _half_in_default_tier(self, stmt: Statement, pod: Pod, direction: Direction) -> bool:
+        """The other half sits in the statement's tier when that tier applies to the peer pod's
+        direction, else in the default tier."""
+        return stmt.tier is None or not self.applies(stmt.tier, pod, direction)
 
     def _isolation(self, pod: Pod, direction: Direction) -> Isolation | None:
         labels = self._ns_labels(pod)
@@ -505,9 +517,7 @@ class ReferenceSemantics:
             if not self.applies(tier, pod, direction):
                 continue
             decided: Statement | None = None
-            for stmt in self.statements:
-                if stmt.tier != tier:
-                    continue
+            for stmt in self.by_tier.get(tier, ()):
                 if self._explicit(stmt, pod, direction, other, conn):
                     decided = stmt
                     break
@@ -532,16 +542,15 @@ class ReferenceSemantics:
             if stmt.action == "allow" and self._explicit(stmt, pod, direction, other, conn):
                 return Verdict(True, (stmt.where,))
         for stmt in self.statements:
-            home = stmt.tier is None or not self.applies(stmt.tier, pod, direction)
-            if home and self._half(stmt, pod, direction, other, conn):
+            if self._half_in_default_tier(stmt, pod, direction) and self._half(stmt, pod, direction, other, conn):
                 return Verdict(True, (f"{stmt.where} (other half)",))
         why = [f"{isolation.where}"] if isolation is not None else []
         why += [f"{pod} {direction} is restricted by {s.where}" for s in self._default_statements()
                 if s.direction == direction and self._is_subject(s, pod)][:1]
         return Verdict(False, tuple(why))
 
-    def _default_statements(self) -> Iterator[Statement]:
-        return (s for s in self.statements if s.tier is None)
+    def _default_statements(self) -> list[Statement]:
+        return self.by_tier.get(None, [])
 
     def decide(self, conn: Connection) -> Verdict:
         reasons: list[str] = []
