@@ -515,3 +515,19 @@ def test_lowering_refuses_what_the_rules_refuse(text: str) -> None:
     with pytest.raises(ValueError):
         reference(text, CLUSTER)
     assert lowered(text, "calico") is None
+
+
+@pytest.mark.xfail(strict=False, reason="ProgramSemantics (model.entity_matches, program.peer_matches) does not know "
+                   "non-pod identities yet: it reads them as `world` and lets CIDRs match them")
+@pytest.mark.parametrize(("peer", "endpoint", "allowed"), [
+    ("entity world", HOST, False), ("cidr 0.0.0.0/0", HEALTH, False), ("cidr 0.0.0.0/0", CALICO_HOST, False),
+    ("entity cluster", HEALTH, True), ("entity host", HOST, True),
+])
+def test_program_semantics_on_non_pod_identities(peer: str, endpoint: External, allowed: bool) -> None:
+    text = f"namespace a {{\n service web = app=web\n web connects to {peer}\n}}\n"
+    found = lowered(text, "cilium")
+    assert found is not None
+    program, _topology, mods = found
+    conn = Connection(WEB, endpoint, TCP, 80)
+    assert ReferenceSemantics(mods, CLUSTER).decide(conn).allowed is allowed
+    assert ProgramSemantics(program.program, CLUSTER).decide(conn).allowed is allowed
