@@ -427,22 +427,55 @@ def _group(plans: Mapping[int, Plan], index: Index, by_ports: bool) -> list[Grou
     return list(groups.values())
 
 
-def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence[Group]) -> tuple[int, ...]:
+class _Memo:
+    """Across probe classes: a group's side depends only on how the probe treats the distinct port
+    lists of the rules in its plan, so a group whose rules treat two probes alike is evaluated once for
+    both. `keys[g]`: the positions (in `ports`) of the port lists group g's plan uses."""
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        position: dict[Ports, int] = {}
+        self.keys: list[tuple[int, ...]] = []
+        for g in groups:
+            mine = {position.setdefault(rule.ports, len(position))
+                    for rules, _ in g.plan for rule in rules if rule.ports is not None}
+            self.keys.append(tuple(sorted(mine)))
+        self.ports: list[Ports] = list(position)
+        self.results: dict[tuple[int, tuple[object, ...]], int] = {}
+        self.mask_ids: dict[int, int] = {}  # a port mask -> a small id, the same for every probe
+
+    def run(self, g: int, plan: Plan, signature: tuple[object, ...], port_mask: Callable[[Ports], int],
+            everything: int) -> int:
+        key = (g, signature)
+        got = self.results.get(key)
+        if got is None:
+            got = self.results[key] = _run(plan, port_mask, everything)
+        return got
+
+
+def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence[Group],
+          memo_egress: _Memo | None = None, memo_ingress: _Memo | None = None) -> tuple[int, ...]:
     n, everything = index.n, index.all
+    memo_egress, memo_ingress = memo_egress or _Memo(egress), memo_ingress or _Memo(ingress)
     # egress: per source, the destinations it may reach (unrestricted: all)
     reach = [everything] * n
     ports = _egress_ports(probe, index)
-    for g in egress:
-        allowed = _run(g.plan, ports, everything)
+    mask_ids = memo_egress.mask_ids  # shared by every probe: equal ids mean equal masks
+    egress_ids = [mask_ids.setdefault(ports(p), len(mask_ids)) for p in memo_egress.ports]
+    for k, g in enumerate(egress):
+        signature = tuple(egress_ids[j] for j in memo_egress.keys[k])
+        allowed = memo_egress.run(k, g.plan, (probe[0], *signature), ports, everything)
         for i in _bits(g.members, n):
             reach[i] = allowed
     # ingress: per destination, the sources it accepts, collected as sources -> destinations
     accepting: dict[int, int] = defaultdict(int)
     unrestricted = everything
-    for g in ingress:
+    numeric = [p is not None and any(_numeric_match(item, probe) for item in p) for p in memo_ingress.ports]
+    for k, g in enumerate(ingress):
         unrestricted &= ~g.members
         rep = (g.members & -g.members).bit_length() - 1
-        accepting[_run(g.plan, _ingress_ports(probe, index, rep), everything)] |= g.members
+        ingress_ports = _ingress_ports(probe, index, rep)
+        signature = tuple(numeric[j] or bool(ingress_ports(memo_ingress.ports[j])) for j in memo_ingress.keys[k])
+        accepting[memo_ingress.run(k, g.plan, (probe[0], *signature), ingress_ports, everything)] |= g.members
     accepting[everything] |= unrestricted
     # transpose: accepted_by[i] = the destinations that accept source i. The destination sets are
     # disjoint, so a source set covering most endpoints is handled through its complement.
@@ -472,8 +505,9 @@ def evaluate(compiled: Compiled, index: Index, probes: Sequence[Probe]) -> Matri
     egress = _group(_plans(compiled.egress, index, compiled.sided), index, by_ports=False)
     ingress = _group(_plans(compiled.ingress, index, compiled.sided), index, by_ports=True)
     rows: list[tuple[int, ...]] = [()] * len(probes)
+    memo_egress, memo_ingress = _Memo(egress), _Memo(ingress)
     for members in _probe_classes(compiled, probes, index).values():
-        result = _rows(index, probes[members[0]], egress, ingress)
+        result = _rows(index, probes[members[0]], egress, ingress, memo_egress, memo_ingress)
         for k in members:
             rows[k] = result
     return Matrix(index.endpoints, tuple(probes), tuple(rows))
