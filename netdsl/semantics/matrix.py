@@ -148,16 +148,24 @@ class Matrix:
                     yield self.endpoints[i], self.endpoints[j], probe, bool(a >> j & 1)
 
 
+_BYTE_BITS = [tuple(i for i in range(8) if b >> i & 1) for b in range(256)]
+
+
 def _bits(mask: int, n: int) -> list[int]:
     """Set bit positions of mask, ascending."""
-    if mask.bit_count() > 8:  # dense: let str do the scanning
-        return [i for i, c in enumerate(bin(mask)[:1:-1]) if c == "1"]
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
+    if mask.bit_count() <= 8:
+        out = []
+        while mask:
+            low = mask & -mask
+            out.append(low.bit_length() - 1)
+            mask ^= low
+        return out
+    found: list[int] = []  # dense: a byte at a time
+    for k, byte in enumerate(mask.to_bytes((mask.bit_length() + 7) // 8, "little")):
+        if byte:
+            base = k * 8
+            found.extend(base + i for i in _BYTE_BITS[byte])
+    return found
 
 
 # ------------------------------------------------------------------------------------------ compiled policy
@@ -231,6 +239,12 @@ class Index:
                 self.externals |= bit
         self.namespaces = sorted(self.ns_variants)
         self._cache: dict[Hashable, int] = {}
+        self._lists: dict[Hashable, list[Any]] = {}
+
+    def cached_list(self, key: Hashable, compute: Callable[[], list[Any]]) -> list[Any]:
+        if key not in self._lists:
+            self._lists[key] = compute()
+        return self._lists[key]
 
     def cached(self, key: Hashable, compute: Callable[[], int]) -> int:
         if key not in self._cache:
@@ -442,6 +456,7 @@ class _Memo:
         self.ports: list[Ports] = list(position)
         self.results: dict[tuple[int, tuple[object, ...]], int] = {}
         self.mask_ids: dict[int, int] = {}  # a port mask -> a small id, the same for every probe
+        self.rows: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, ...]] = {}
 
     def run(self, g: int, plan: Plan, signature: tuple[object, ...], port_mask: Callable[[Ports], int],
             everything: int) -> int:
@@ -452,30 +467,48 @@ class _Memo:
         return got
 
 
+def _side_results(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence[Group],
+                  memo_egress: _Memo, memo_ingress: _Memo) -> tuple[list[int], list[int]]:
+    """Per egress group the endpoints it may reach, per ingress group the sources it accepts."""
+    everything = index.all
+    # egress: per source, the destinations it may reach (unrestricted: all)
+    ports = _egress_ports(probe, index)
+    mask_ids = memo_egress.mask_ids  # shared by every probe: equal ids mean equal masks
+    egress_ids = [mask_ids.setdefault(ports(p), len(mask_ids)) for p in memo_egress.ports]
+    egress_results = [
+        memo_egress.run(k, g.plan, (probe[0], *(egress_ids[j] for j in memo_egress.keys[k])), ports, everything)
+        for k, g in enumerate(egress)]
+    numeric = [p is not None and any(_numeric_match(item, probe) for item in p) for p in memo_ingress.ports]
+    ingress_results = []
+    for k, g in enumerate(ingress):
+        rep = (g.members & -g.members).bit_length() - 1
+        ingress_ports = _ingress_ports(probe, index, rep)
+        signature = tuple(numeric[j] or bool(ingress_ports(memo_ingress.ports[j])) for j in memo_ingress.keys[k])
+        ingress_results.append(memo_ingress.run(k, g.plan, (probe[0], *signature), ingress_ports, everything))
+    return egress_results, ingress_results
+
+
 def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence[Group],
           memo_egress: _Memo | None = None, memo_ingress: _Memo | None = None) -> tuple[int, ...]:
     n, everything = index.n, index.all
     memo_egress, memo_ingress = memo_egress or _Memo(egress), memo_ingress or _Memo(ingress)
+    egress_results, ingress_results = _side_results(index, probe, egress, ingress, memo_egress, memo_ingress)
+    # probes whose every group gets the same sides share their rows (memo results are kept alive, so
+    # their ids identify them)
+    whole = (tuple(map(id, egress_results)), tuple(map(id, ingress_results)))
+    if whole in memo_egress.rows:
+        return memo_egress.rows[whole]
     # egress: per source, the destinations it may reach (unrestricted: all)
     reach = [everything] * n
-    ports = _egress_ports(probe, index)
-    mask_ids = memo_egress.mask_ids  # shared by every probe: equal ids mean equal masks
-    egress_ids = [mask_ids.setdefault(ports(p), len(mask_ids)) for p in memo_egress.ports]
-    for k, g in enumerate(egress):
-        signature = tuple(egress_ids[j] for j in memo_egress.keys[k])
-        allowed = memo_egress.run(k, g.plan, (probe[0], *signature), ports, everything)
+    for g, allowed in zip(egress, egress_results, strict=True):
         for i in _bits(g.members, n):
             reach[i] = allowed
     # ingress: per destination, the sources it accepts, collected as sources -> destinations
     accepting: dict[int, int] = defaultdict(int)
     unrestricted = everything
-    numeric = [p is not None and any(_numeric_match(item, probe) for item in p) for p in memo_ingress.ports]
-    for k, g in enumerate(ingress):
+    for g, accepted in zip(ingress, ingress_results, strict=True):
         unrestricted &= ~g.members
-        rep = (g.members & -g.members).bit_length() - 1
-        ingress_ports = _ingress_ports(probe, index, rep)
-        signature = tuple(numeric[j] or bool(ingress_ports(memo_ingress.ports[j])) for j in memo_ingress.keys[k])
-        accepting[memo_ingress.run(k, g.plan, (probe[0], *signature), ingress_ports, everything)] |= g.members
+        accepting[accepted] |= g.members
     accepting[everything] |= unrestricted
     # transpose: accepted_by[i] = the destinations that accept source i. The destination sets are
     # disjoint, so a source set covering most endpoints is handled through its complement.
@@ -498,7 +531,8 @@ def _rows(index: Index, probe: Probe, egress: Sequence[Group], ingress: Sequence
         if isinstance(e, External):
             valid &= ~index.externals
         rows.append(reach[i] & (sparse[i] | (dense & ~excluded[i])) & valid)
-    return tuple(rows)
+    memo_egress.rows[whole] = result = tuple(rows)
+    return result
 
 
 def evaluate(compiled: Compiled, index: Index, probes: Sequence[Probe]) -> Matrix:
@@ -511,6 +545,54 @@ def evaluate(compiled: Compiled, index: Index, probes: Sequence[Probe]) -> Matri
         for k in members:
             rows[k] = result
     return Matrix(index.endpoints, tuple(probes), tuple(rows))
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Per probe: what each endpoint's egress lets it reach and what its ingress accepts, as
+    {set of endpoints: the endpoints with exactly that set} (an endpoint without a side: everything).
+    Two evaluators with equal Sides allow the same connections; unequal Sides may still allow the same
+    (both deny, on different sides)."""
+
+    probes: tuple[Probe, ...]
+    reach: tuple[dict[int, int], ...]
+    accept: tuple[dict[int, int], ...]
+
+
+def _by_result(groups: Sequence[Group], results: Sequence[int], everything: int) -> dict[int, int]:
+    out: dict[int, int] = defaultdict(int)
+    covered = 0
+    for g, result in zip(groups, results, strict=True):
+        out[result] |= g.members
+        covered |= g.members
+    if everything & ~covered:
+        out[everything] |= everything & ~covered
+    return dict(out)
+
+
+def sides(evaluator: Evaluator, topology: Topology, probes: Iterable[Probe]) -> Sides | None:
+    """The evaluator's Sides, or None if no fast compiler knows it (then compare matrices)."""
+    probes = tuple(dict.fromkeys(probes))
+    compile_ = _compiler(evaluator)
+    if compile_ is None:
+        return None
+    index = Index(topology)
+    compiled = compile_(evaluator, index)
+    if compiled is None:
+        return None
+    egress = _group(_plans(compiled.egress, index, compiled.sided), index, by_ports=False)
+    ingress = _group(_plans(compiled.ingress, index, compiled.sided), index, by_ports=True)
+    memo_egress, memo_ingress = _Memo(egress), _Memo(ingress)
+    done: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[dict[int, int], dict[int, int]]] = {}
+    reach_rows, accept_rows = [], []
+    for probe in probes:
+        e_results, i_results = _side_results(index, probe, egress, ingress, memo_egress, memo_ingress)
+        whole = (tuple(map(id, e_results)), tuple(map(id, i_results)))
+        if whole not in done:
+            done[whole] = (_by_result(egress, e_results, index.all), _by_result(ingress, i_results, index.all))
+        reach_rows.append(done[whole][0])
+        accept_rows.append(done[whole][1])
+    return Sides(probes, tuple(reach_rows), tuple(accept_rows))
 
 
 def by_decide(evaluator: Evaluator, topology: Topology, probes: Sequence[Probe]) -> Matrix:
@@ -725,24 +807,61 @@ _PROTOCOLS = {p.value for p in Protocol}
 
 
 def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) -> Compiled:
+    # CalicoSemantics.entity_matches as masks: each part (nets, selector IP sets) computed once per value
+    def nets_mask(nets: Sequence[str]) -> int:
+        networks = [ipaddress.ip_network(n) for n in nets]
+        return index.cached(("calico-nets", tuple(nets)), lambda: index.where(
+            index.all, lambda e: calico_semantics._within(calico_semantics.address_of(e), networks)))
+
+    # the labels Felix sees, per endpoint position (None: an outside address)
+    felix = index.cached_list("calico-labels", lambda: [evaluator.labels(e) for e in index.endpoints])
+
+    def matching(pred: calico_semantics.Predicate, within: int) -> int:
+        out = 0
+        for i in _bits(within, index.n):
+            labels = felix[i]
+            if labels is not None and pred(labels):
+                out |= 1 << i
+        return out
+
+    def member_mask(pred: calico_semantics.Predicate) -> int:
+        """CalicoSemantics.member: the endpoints in the selector's IP set - its own matches, and the
+        addresses inside a matching GlobalNetworkSet."""
+        def compute() -> int:
+            mask = matching(pred, index.all)
+            for labels, nets in evaluator.network_sets:
+                if pred(labels):
+                    mask |= nets_mask([str(n) for n in nets])
+            return mask
+
+        return index.cached(("calico-member", id(pred)), compute)
+
     def entity_mask(entity: Mapping[str, Any], policy: Mapping[str, Any]) -> int:
         if not entity:
             return index.all
-        key = ("calico-entity", _key(entity), policy["kind"], policy["metadata"].get("namespace"))
-        return index.cached(key, lambda: index.where(
-            index.all, lambda e: evaluator.entity_matches(entity, policy, e)))
+        mask = index.all
+        if "nets" in entity:
+            mask &= nets_mask(entity["nets"])
+        if "notNets" in entity:
+            mask &= ~nets_mask(entity["notNets"])
+        positive = evaluator.rule_selector(entity, policy)
+        if positive is not None:
+            mask &= member_mask(positive)
+        if "notSelector" in entity:
+            mask &= ~member_mask(evaluator.selector(entity["notSelector"]))
+        return mask & index.all
 
     # workload endpoints and host endpoints have sides (Calico policy applies to both)
     sided = index.cached("calico-sided", lambda: index.where(index.all, calico_semantics.has_side))
 
     def applies(policy: Mapping[str, Any], direction: str) -> int:
-        def test(e: Endpoint) -> bool:
-            return evaluator.applies(policy, e, direction)
-
+        # CalicoSemantics.applies: the policy's types, then its subject selector over the sided endpoints
         spec = policy.get("spec") or {}
-        key = ("calico-applies", policy["kind"], policy["metadata"].get("namespace"), spec.get("selector"),
-               spec.get("namespaceSelector"), _key(spec.get("types")), bool(spec.get("egress")), direction)
-        return index.cached(key, lambda: index.where(sided, test))
+        types = spec.get("types") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
+        if direction not in types:
+            return 0
+        pred = evaluator.subject(policy)
+        return index.cached(("calico-subject", id(pred)), lambda: matching(pred, sided))
 
     compiled = Compiled([], [], sided)
     for direction, tiers in (("Ingress", compiled.ingress), ("Egress", compiled.egress)):

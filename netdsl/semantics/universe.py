@@ -388,9 +388,6 @@ def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> No
             elif not calico and last in ("ports", "notPorts") and isinstance(value, list):
                 for item in value:
                     _object_port(m, item)
-        if calico and obj.get("kind") in ("GlobalNetworkSet", "NetworkSet"):
-            for k, v in ((obj.get("metadata") or {}).get("labels") or {}).items():
-                m.object_atom(None, str(k), str(v))
 
 
 def _object_port(m: Mentions, item: Any, rule_protocol: Protocol | None = None) -> None:
