@@ -919,10 +919,39 @@ def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) ->
     if any(isinstance(e, External) and evaluator.has_side(e) for _, e in index.each(index.externals)):
         return None
 
+    # CiliumSemantics.peer_matches as masks: each endpoint selector, CIDR set, entity and FQDN list is
+    # matched against every endpoint once, over the identity labels computed once per endpoint
+    identity = index.cached_list("cilium-labels", lambda: [evaluator.labels(e) for e in index.endpoints])
+
+    def selector_mask(selector: Mapping[str, Any]) -> int:
+        def compute() -> int:
+            out = 0
+            for i, labels in enumerate(identity):
+                if vanilla_semantics.selector_matches(selector, labels):
+                    out |= 1 << i
+            return out
+
+        return index.cached(("cilium-selector", _key(selector)), compute)
+
     def peer_mask(rule: Mapping[str, Any], policy: Mapping[str, Any], to: bool) -> int:
-        key = ("cilium-peer", _key(rule), policy["kind"], policy["metadata"].get("namespace"), to)
-        return index.cached(key, lambda: index.where(
-            index.all, lambda e: evaluator.peer_matches(rule, policy, e, to)))
+        kinds = [k for k in rule if k != "toPorts"]
+        if not kinds:
+            return index.all if "toPorts" in rule else 0  # L4-only rules match every peer; {} none
+        mask = 0
+        for kind in kinds:
+            values = rule[kind]
+            if kind == ("toEndpoints" if to else "fromEndpoints"):
+                for selector in values:
+                    mask |= selector_mask(evaluator.peer_selector(selector, policy))
+                continue
+            mask |= other_mask({kind: values}, policy, to)
+        return mask
+
+    def other_mask(part: Mapping[str, Any], policy: Mapping[str, Any], to: bool) -> int:
+        """CIDRs, entities, FQDNs (the same in any policy)."""
+        within = index.all if any(k.endswith("Entities") for k in part) else index.externals
+        return index.cached(("cilium-peer", _key(part), to), lambda: index.where(
+            within, lambda e: evaluator.peer_matches(part, policy, e, to)))
 
     def ports_of(rule: Mapping[str, Any]) -> Ports:
         if "toPorts" not in rule:
@@ -944,7 +973,13 @@ def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) ->
         return tuple(items)
 
     def selected_by(policy: Mapping[str, Any]) -> int:
-        return index.where(index.pods, lambda e: isinstance(e, Pod) and evaluator.selects(policy, e))
+        spec = policy["spec"]
+        if "nodeSelector" in spec and "endpointSelector" not in spec:
+            return 0  # host policies apply to the host identity only (no pod)
+        mask = selector_mask(cilium_semantics._normalise(spec.get("endpointSelector"))) & index.pods
+        if policy["kind"] == "CiliumNetworkPolicy":
+            mask &= index.ns_pods.get(policy["metadata"]["namespace"], 0)
+        return mask
 
     selecting = [(policy, selected_by(policy)) for policy in evaluator.policies]
     compiled = Compiled([], [])
