@@ -824,17 +824,19 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
                 out |= 1 << i
         return out
 
-    def member_mask(pred: calico_semantics.Predicate) -> int:
+    def member_mask(pred: calico_semantics.Predicate, namespace: str | None = None) -> int:
         """CalicoSemantics.member: the endpoints in the selector's IP set - its own matches, and the
-        addresses inside a matching GlobalNetworkSet."""
+        addresses inside a matching GlobalNetworkSet. namespace: the selector is confined to it (a
+        namespaced policy's rule without namespaceSelector), so only its pods are tested."""
         def compute() -> int:
-            mask = matching(pred, index.all)
+            within = index.all if namespace is None else index.ns_pods.get(namespace, 0)
+            mask = matching(pred, within)
             for labels, nets in evaluator.network_sets:
                 if pred(labels):
                     mask |= nets_mask([str(n) for n in nets])
             return mask
 
-        return index.cached(("calico-member", id(pred)), compute)
+        return index.cached(("calico-member", id(pred), namespace), compute)
 
     def entity_mask(entity: Mapping[str, Any], policy: Mapping[str, Any]) -> int:
         if not entity:
@@ -846,7 +848,8 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
             mask &= ~nets_mask(entity["notNets"])
         positive = evaluator.rule_selector(entity, policy)
         if positive is not None:
-            mask &= member_mask(positive)
+            confined = policy["kind"] == "NetworkPolicy" and not entity.get("namespaceSelector")
+            mask &= member_mask(positive, policy["metadata"]["namespace"] if confined else None)
         if "notSelector" in entity:
             mask &= ~member_mask(evaluator.selector(entity["notSelector"]))
         return mask & index.all
@@ -861,7 +864,10 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
         if direction not in types:
             return 0
         pred = evaluator.subject(policy)
-        return index.cached(("calico-subject", id(pred)), lambda: matching(pred, sided))
+        within = sided
+        if policy["kind"] == "NetworkPolicy":  # a namespaced policy applies to its namespace's pods only
+            within &= index.ns_pods.get(policy["metadata"]["namespace"], 0)
+        return index.cached(("calico-subject", id(pred), within == sided), lambda: matching(pred, within))
 
     compiled = Compiled([], [], sided)
     for direction, tiers in (("Ingress", compiled.ingress), ("Egress", compiled.egress)):

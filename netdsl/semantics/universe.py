@@ -343,6 +343,8 @@ def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> No
             # a namespaced object's selector with no namespace selector beside it means its own namespace
             confined = namespace if isinstance(namespace, str) and "namespaceSelector" not in parent else None
             if calico and last in ("selector", "notSelector"):
+                if str(parent.get("namespaceSelector", "")).strip() == "global()":
+                    continue  # only non-namespaced resources (network sets): no pod is told apart by it
                 for k, v in _calico_atoms(value):
                     m.object_atom(confined, k, v)
             elif calico and last == "namespaceSelector":
