@@ -824,19 +824,41 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
                 out |= 1 << i
         return out
 
-    def member_mask(pred: calico_semantics.Predicate, namespace: str | None = None) -> int:
+    def namespaces_mask(ns_text: str) -> int:
+        """The pods of the namespaces a rule's namespaceSelector matches (tested once per namespace: its
+        pods see the same namespace labels), and every non-pod endpoint (tested one by one)."""
+        ns_pred = evaluator.selector(ns_text, "rule-namespaces")
+
+        def compute() -> int:
+            out = index.externals
+            for members in index.ns_variants.values():
+                first = (members & -members).bit_length() - 1
+                labels = felix[first]
+                if labels is not None and ns_pred(labels):
+                    out |= members
+            return out
+
+        return index.cached(("calico-namespaces", ns_text), compute)
+
+    def member_mask(pred: calico_semantics.Predicate, namespace: str | None = None, ns_text: str | None = None) -> int:
         """CalicoSemantics.member: the endpoints in the selector's IP set - its own matches, and the
         addresses inside a matching GlobalNetworkSet. namespace: the selector is confined to it (a
-        namespaced policy's rule without namespaceSelector), so only its pods are tested."""
+        namespaced policy's rule without namespaceSelector); ns_text: to the namespaces that
+        namespaceSelector matches - only those pods are tested."""
         def compute() -> int:
-            within = index.all if namespace is None else index.ns_pods.get(namespace, 0)
+            if namespace is not None:
+                within = index.ns_pods.get(namespace, 0)
+            elif ns_text:
+                within = namespaces_mask(ns_text)
+            else:
+                within = index.all
             mask = matching(pred, within)
             for labels, nets in evaluator.network_sets:
                 if pred(labels):
                     mask |= nets_mask([str(n) for n in nets])
             return mask
 
-        return index.cached(("calico-member", id(pred), namespace), compute)
+        return index.cached(("calico-member", id(pred), namespace, ns_text), compute)
 
     def entity_mask(entity: Mapping[str, Any], policy: Mapping[str, Any]) -> int:
         if not entity:
@@ -848,8 +870,9 @@ def compile_calico(evaluator: calico_semantics.CalicoSemantics, index: Index) ->
             mask &= ~nets_mask(entity["notNets"])
         positive = evaluator.rule_selector(entity, policy)
         if positive is not None:
-            confined = policy["kind"] == "NetworkPolicy" and not entity.get("namespaceSelector")
-            mask &= member_mask(positive, policy["metadata"]["namespace"] if confined else None)
+            ns_text = entity.get("namespaceSelector")
+            confined = policy["kind"] == "NetworkPolicy" and not ns_text
+            mask &= member_mask(positive, policy["metadata"]["namespace"] if confined else None, ns_text or None)
         if "notSelector" in entity:
             mask &= ~member_mask(evaluator.selector(entity["notSelector"]))
         return mask & index.all
