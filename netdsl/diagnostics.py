@@ -48,6 +48,7 @@ CODES: Mapping[str, str] = {
     "egress-without-dns": "Egress is restricted but DNS is not allowed, so name resolution fails.",
     "selects-nothing": "A selector matches nothing the program declares.",
     "namespace-name-label": "Namespaces selected by a `name` label, which Kubernetes never sets.",
+    "cidr-may-match-pods": "A CIDR covers a private range where pods may live, and no `pod networks` are declared.",
     "deny-isolates": "A deny statement outside tiers isolates its pods: what nothing allows is denied.",
     "redundant": "A statement repeats one that already says the same, or changes nothing at all.",
     "unused": "A service is declared but no statement uses it.",

@@ -20,12 +20,13 @@ from netdsl.diagnostics import Diagnostic
 from netdsl.lower.flows import Flows
 from netdsl.lower.halves import Halves
 from netdsl.lower.lints import Lints
+from netdsl.lower.networks import Networks
 from netdsl.lower.state import ALL_PODS, DNS_NAMESPACE, DNS_PORTS, DNS_SELECTOR, RESERVED_NAMES
 
 __all__ = ["ALL_PODS", "DNS_NAMESPACE", "DNS_PORTS", "DNS_SELECTOR", "RESERVED_NAMES", "Lowering", "lower"]
 
 
-class Lowering(Flows, Halves, Lints):
+class Lowering(Flows, Halves, Lints, Networks):
     def run(self) -> ir.Program:
         for module in self.modules:
             for top in module.statements:
@@ -65,7 +66,7 @@ class Lowering(Flows, Halves, Lints):
                         self.lower_flow(ns, stmt, tier)
                     elif isinstance(stmt, parse.ExpectStmt):
                         self.expect_stmts.append((stmt, ns))
-        explicit = self.dedupe(self.rules)
+        explicit = self.dedupe(self.exclude_pod_networks(self.rules))
         derived = self.derive_counterparts(explicit)
         program = ir.Program(
             namespaces=tuple(

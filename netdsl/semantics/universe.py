@@ -183,6 +183,7 @@ class Mentions:
     # label atoms the objects test: (namespace the selector is confined to, or None) -> key -> values
     # (None: the key alone)
     program_atoms: set[tuple[str, str | None]] = field(default_factory=set)
+    pod_networks: list[ir.IPNetwork] = field(default_factory=list)  # where pods have their addresses
     object_atoms: dict[str | None, dict[str, set[str | None]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(set)))
 
@@ -455,6 +456,9 @@ def build(programs: ir.Program | Sequence[ir.Program],
     m = Mentions()
     for program in programs:
         mentions_of_program(program, m)
+        for net in program.pod_networks:
+            m.network(net)
+            m.pod_networks.append(net)
     m.program_atoms = _atoms_of(s for _, s in m.pod_selectors)
     for objects in (objects_by_target or {}).values():
         mentions_of_objects(objects, m)
@@ -621,6 +625,9 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
     namespaces: dict[str, dict[str, str]] = {}
     variants: dict[tuple[str, int], dict[str, str]] = {}
     pods: list[Pod] = []
+    # a pod's address: in the declared pod networks (CNIs whose CIDR rules match pods see it there);
+    # without them, outside every CIDR (the documented assumption the cidr-may-match-pods warning names)
+    pod_address = m.pod_networks[0].network_address if m.pod_networks else None
     label_sets: dict[tuple[tuple[str, str], ...], None] = {}
     for name, variant, labels in _namespace_cells(m):
         if variant:
@@ -636,7 +643,7 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
                 readable = _pod_name(name, pod_labels, fallback)
             base = _fresh(taken, readable + suffix)
             taken.add(base)
-            pods.append(Pod(name, base, pod_labels, {}, variant))
+            pods.append(Pod(name, base, pod_labels, {}, variant, pod_address))
             if len(pods) > MAX_ENDPOINTS:
                 raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
     addresses = _addresses(m)
