@@ -1,9 +1,10 @@
-"""Fixtures shared by the tests: the repository root, ../shared, and `netdsl.cli.main` under CliRunner."""
+"""Fixtures shared by the tests: the repository root, ../shared, and `netdsl.cli.main` under CliRunner;
+the Hypothesis profiles; and the rule that a test marked `nca` never skips in CI (it fails instead)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,38 @@ from netdsl.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Property tests run a modest number of examples in CI; HYPOTHESIS_PROFILE=long hunts for bugs harder.
-settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+def in_ci() -> bool:
+    """CI is set (`.ci/run` sets CI=true): tests that would skip on a developer's machine must fail."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# Hypothesis profiles. Every property test inherits the loaded one (`@settings(...)` only overrides the
+# fields it names), so the seed policy below holds suite-wide:
+# - ci: the same examples on every run (derandomize: the seed is a hash of the test's source), no
+#   example database, a bounded number of examples; loaded whenever CI is set.
+# - dev: the default on a developer's machine without CI: as many examples, random seeds, failures
+#   replayed from the local .hypothesis database.
+# - long: random seeds and 20x the examples, to hunt for bugs (`HYPOTHESIS_PROFILE=long`, see
+#   CONTRIBUTING.md). HYPOTHESIS_PROFILE always wins over CI.
+EXAMPLES = 150
+settings.register_profile("ci", max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20 * EXAMPLES, deadline=None, derandomize=False,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI a skipped `nca` test is a failure: the cross-check against network-config-analyzer must
+    run there (tests/nca.py already raises in CI; this also catches skips from anywhere else)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and in_ci() and item.get_closest_marker("nca") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"an `nca` test skipped although CI is set: {report.longrepr}"
 
 
 @pytest.fixture

@@ -7,14 +7,15 @@ installed into the project's environment.  :func:`ensure_nca` creates, once, a d
 * under an exclusive ``flock`` on ``<venv>.lock`` (concurrent pytest workers/processes wait for each other),
 * finished by writing a marker file last, so a half-built venv (crash, Ctrl-C) is detected and rebuilt.
 
-If the install fails, :func:`connectivity` skips the calling test (``pytest.skip``) when the ``CI``
-environment variable is unset/false, and raises :class:`NCAUnavailableError` when it is set (CI=true must
-fail loudly).  A failed install is remembered for the rest of the process (no retry per test).
+If the install fails, :func:`connectivity` skips the calling test (``pytest.skip``, listed by ``-ra``) when
+the ``CI`` environment variable is unset/false, and raises :class:`NCAUnavailableError` when it is set
+(CI=true must fail loudly; ``.ci/run`` sets it, and tests/conftest.py turns any skip of an ``nca`` test
+into a failure in CI).  A failed install is remembered for the rest of the process (no retry per test).
 
 Public API::
 
     Pod(namespace, name, labels, ports={})     # ports: named container ports, name -> (port, protocol)
-    Topology(namespaces, pods)                  # namespaces: name -> labels
+    Topology(namespaces, pods, network_sets=()) # namespaces: name -> labels; Calico GlobalNetworkSets
     connectivity(manifests_yaml, topology, *, kinds_expected=DEFAULT_KINDS) -> Connectivity
     Connectivity.allowed(src, dst, protocol, port) -> bool
         # src/dst: "namespace/podname" or an IP address string ("203.0.113.5") for an external endpoint
@@ -147,6 +148,8 @@ class Pod:
 class Topology:
     namespaces: Mapping[str, Mapping[str, str]]  # name -> labels; kubernetes.io/metadata.name is added
     pods: Sequence[Pod]
+    # Calico GlobalNetworkSet documents: NCA reads them as topology (with the pods), not as policies
+    network_sets: Sequence[Mapping[str, Any]] = ()
 
 
 def _namespace_docs(topology: Topology) -> list[dict[str, Any]]:
@@ -186,6 +189,10 @@ def _pod_docs(topology: Topology) -> list[dict[str, Any]]:
         })
     if not docs:
         raise ValueError("the topology needs at least one pod")
+    for doc in topology.network_sets:
+        if (doc.get("apiVersion"), doc.get("kind")) != ("projectcalico.org/v3", "GlobalNetworkSet"):
+            raise ValueError(f"network_sets holds a {doc.get('kind')!r}, not a GlobalNetworkSet")
+        docs.append(dict(doc))
     return docs
 
 
@@ -361,6 +368,52 @@ def _expected_policies(
         expected.add(key)
         docs.append(doc)
     return docs, expected
+
+
+_ABSENT = "netdsl-nca-no-pod-has-this-value"
+
+
+def _pin_key_requirements(doc: dict[str, Any], topology: Topology) -> dict[str, Any]:
+    """Work around an NCA 2.1.0 bug in Kubernetes NetworkPolicies: in a peer with a namespaceSelector,
+    a podSelector requirement ``Exists``/``DoesNotExist`` selects pods of the *policy's* namespace only
+    (``K8sPolicyYamlParser.parse_label_selector_requirement`` calls ``get_peers_with_key(self.namespace,
+    ...)``, while ``In``/``NotIn`` look in every namespace), so ``{namespaceSelector: X, podSelector:
+    {matchExpressions: [{key: k, operator: Exists}]}}`` selects nothing in any other namespace. Kubernetes
+    says the peer selects the pods matching podSelector in the namespaces namespaceSelector selects.
+    Over a fixed topology, ``k Exists`` = ``k In (every value pods give k)`` and ``k DoesNotExist`` =
+    ``k NotIn (those values)`` (NotIn also holds when the key is absent), so the rewrite is exact.
+    ``test_nca_harness.test_nca_misreads_exists_in_other_namespaces`` pins the bug."""
+    spec = doc.get("spec")
+    if doc.get("kind") != "NetworkPolicy" or doc.get("apiVersion") != K8S_NETWORK_POLICY[0] \
+            or not isinstance(spec, dict):
+        return doc
+
+    def values(key: str) -> list[str]:
+        return sorted({p.labels[key] for p in topology.pods if key in p.labels}) or [_ABSENT]
+
+    def fix_peer(peer: Any) -> Any:
+        if not isinstance(peer, dict) or "namespaceSelector" not in peer:
+            return peer
+        selector = peer.get("podSelector")
+        if not isinstance(selector, dict) or not isinstance(selector.get("matchExpressions"), list):
+            return peer
+        exprs = []
+        for e in selector["matchExpressions"]:
+            if isinstance(e, dict) and e.get("operator") in ("Exists", "DoesNotExist"):
+                op = "In" if e["operator"] == "Exists" else "NotIn"
+                e = {"key": e["key"], "operator": op, "values": values(e["key"])}
+            exprs.append(e)
+        return {**peer, "podSelector": {**selector, "matchExpressions": exprs}}
+
+    new_spec = dict(spec)
+    for section, side in (("ingress", "from"), ("egress", "to")):
+        rules = spec.get(section)
+        if isinstance(rules, list):
+            new_spec[section] = [
+                {**r, side: [fix_peer(peer) for peer in r[side]]}
+                if isinstance(r, dict) and isinstance(r.get(side), list) else r
+                for r in rules]
+    return {**doc, "spec": new_spec}
 
 
 def _check_audit(audit_file: Path, expected: set[tuple[str, str]], stderr: str) -> tuple[str, ...]:
@@ -570,18 +623,22 @@ def connectivity(
     topology: Topology,
     *,
     kinds_expected: frozenset[tuple[str, str]] | set[tuple[str, str]] = DEFAULT_KINDS,
+    work_around_nca_bugs: bool = True,
 ) -> Connectivity:
     """Run NCA's connectivity-map query on ``manifests_yaml`` (policy documents only) over ``topology``.
 
     ``kinds_expected``: (apiVersion, kind) pairs the documents may have; any other document raises
     :class:`NCAGuardError` (as does NCA not loading every policy).  Supported: :data:`K8S_NETWORK_POLICY`
     (default), :data:`CALICO_NETWORK_POLICY`, :data:`CALICO_GLOBAL_NETWORK_POLICY` (default tier only).
-    Results are cached per process by input hash.
+    ``work_around_nca_bugs``: rewrite what NCA misreads into what it reads right, exactly over this
+    topology (see :func:`_pin_key_requirements`). Results are cached per process by input hash.
     """
     kinds = frozenset(kinds_expected)
     ns_docs, pod_docs = _namespace_docs(topology), _pod_docs(topology)
     policy_docs, expected = _expected_policies(manifests_yaml, topology, kinds)
-    key = hashlib.sha256(json.dumps([NCA_VERSION, manifests_yaml, ns_docs, pod_docs, sorted(kinds)],
+    if work_around_nca_bugs:
+        policy_docs = [_pin_key_requirements(d, topology) for d in policy_docs]
+    key = hashlib.sha256(json.dumps([NCA_VERSION, policy_docs, ns_docs, pod_docs, sorted(kinds)],
                                     sort_keys=True).encode()).hexdigest()
     if key in _cache:
         return _cache[key]

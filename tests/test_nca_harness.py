@@ -10,6 +10,7 @@ from typing import Any
 
 import nca as harness  # tests/nca.py (tests/ is on sys.path under pytest's default import mode)
 import pytest
+import yaml
 from nca import Connectivity, Pod, Topology, connectivity
 
 TOPOLOGY = Topology(
@@ -120,6 +121,49 @@ def test_namespace_selector_by_metadata_name_and_named_port() -> None:
     # the same selector on a label the topology gave the namespace
     by_team = NAMESPACE_SELECTOR.replace("kubernetes.io/metadata.name: other", "team: x")
     assert connectivity(by_team, TOPOLOGY).allowed("other/client", "default/backend", "TCP", 8080)
+
+
+EXISTS_ACROSS_NAMESPACES = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: to-other-team, namespace: default}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {team: x}}
+      podSelector: {matchExpressions: [{key: app, operator: Exists}]}
+  - to:
+    - namespaceSelector: {}
+      podSelector: {matchExpressions: [{key: app, operator: DoesNotExist}]}
+"""
+
+
+@pytest.mark.nca
+def test_nca_misreads_exists_in_other_namespaces() -> None:
+    """NCA 2.1.0 bug the harness works around: `Exists` / `DoesNotExist` in a peer's podSelector select
+    only pods of the policy's own namespace, whatever the namespaceSelector says (Kubernetes: the peer
+    selects the matching pods in the selected namespaces). If the first half starts failing, NCA is
+    fixed: drop `_pin_key_requirements`."""
+    raw = connectivity(EXISTS_ACROSS_NAMESPACES, TOPOLOGY, work_around_nca_bugs=False)
+    assert not raw.allowed("default/frontend", "other/client", "TCP", 80)  # the bug
+    fixed = connectivity(EXISTS_ACROSS_NAMESPACES, TOPOLOGY)
+    assert fixed.allowed("default/frontend", "other/client", "TCP", 80)
+    assert not fixed.allowed("default/frontend", "default/backend", "TCP", 80)  # not team x, has app
+    assert not fixed.allowed("default/frontend", "198.51.100.7", "TCP", 80)
+
+
+def test_exists_rewrite_is_exact_over_the_topology() -> None:
+    doc = next(yaml.safe_load_all(EXISTS_ACROSS_NAMESPACES))
+    fixed = harness._pin_key_requirements(doc, TOPOLOGY)
+    exprs = [r["to"][0]["podSelector"]["matchExpressions"][0] for r in fixed["spec"]["egress"]]
+    assert exprs == [{"key": "app", "operator": "In", "values": ["backend", "client", "frontend", "misc"]},
+                     {"key": "app", "operator": "NotIn", "values": ["backend", "client", "frontend", "misc"]}]
+    absent = {**doc, "spec": {**doc["spec"], "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {
+        "matchExpressions": [{"key": "nope", "operator": "Exists"}]}}]}]}}
+    assert harness._pin_key_requirements(absent, TOPOLOGY)["spec"]["egress"][0]["to"][0]["podSelector"] == {
+        "matchExpressions": [{"key": "nope", "operator": "In", "values": [harness._ABSENT]}]}
 
 
 @pytest.mark.nca

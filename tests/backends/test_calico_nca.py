@@ -18,10 +18,9 @@ What NCA 2.1.0 does not model, and how this file deals with it (see the NCA sour
   nothing for the vanilla output, which never uses it); ``test_nca_does_not_set_projectcalico_name``
   pins the gap so the work-around can go when NCA learns the label.
 * GlobalNetworkSet: NCA models it as a topology object (``TopologyObjectsFinder._add_networkset_from_yaml``,
-  read with the pods, selected by ``namespaceSelector: global()`` + a label selector), not as a policy,
-  and ``tests/nca.py`` passes only Pods and Namespaces as topology, so no example can send one through
-  the harness. No example emits one (a network set needs a `cidrs` set used by two statements);
-  ``test_global_network_sets_under_nca`` feeds one through the harness's pod list instead.
+  read with the pods, selected by ``namespaceSelector: global()`` + a label selector), not as a policy;
+  ``tests/nca.py`` takes them in ``Topology.network_sets``. No example emits one (a network set needs a
+  `cidrs` set used by two statements); ``test_global_network_sets_under_nca`` checks one.
 * Tiers: NCA 2.1.0 has none (``tests/nca.py`` refuses non-default tiers), so the examples with tiers,
   and `cluster` blocks, which vanilla cannot express, are out of scope here; ``test_calico.py`` checks
   them with ``netdsl.semantics.calico``.
@@ -230,11 +229,11 @@ namespace production {
 """
 
 
-def test_global_network_sets_under_nca(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_global_network_sets_under_nca() -> None:
     """A `cidrs` set used twice becomes a GlobalNetworkSet referenced with `namespaceSelector: global()`;
-    under NCA it must allow what the vanilla ipBlock with `except` allows. The harness takes policies
-    only, so the network set goes into NCA's pod list (where NCA reads network sets) through the
-    harness's `_pod_docs`; the harness still checks that NCA loaded every policy."""
+    under NCA it must allow what the vanilla ipBlock with `except` allows. NCA reads network sets as
+    topology, so the set goes into the harness's `Topology.network_sets` (NCA's pod list); the harness
+    still checks that NCA loaded every policy."""
     options = Options({"staged": False, "calico_version": "3.32"})
     results = {t: compile_paths(["-"], t, options, stdin=GLOBAL_NETWORK_SETS.encode()) for t in ("vanilla", "calico")}
     assert all(r.ok and r.program is not None for r in results.values())
@@ -248,9 +247,7 @@ def test_global_network_sets_under_nca(monkeypatch: pytest.MonkeyPatch) -> None:
     externals += ("203.0.113.99", "203.0.113.101", "203.0.113.127", "203.0.113.128", "203.0.113.191",
                   "203.0.113.192", "203.0.113.255")
     vanilla = connectivity(stream(results["vanilla"].manifests), topo, kinds_expected=VANILLA_KINDS)
-    pod_docs = nca._pod_docs
-    monkeypatch.setattr(nca, "_pod_docs", lambda t: [*pod_docs(t), *sets])
-    calico = connectivity(calico_yaml, topo, kinds_expected=CALICO_KINDS)
+    calico = connectivity(calico_yaml, nca.Topology(topo.namespaces, topo.pods, sets), kinds_expected=CALICO_KINDS)
     mismatches, verdicts = differences(vanilla, calico, topo, externals)
     assert verdicts == {True, False}
     assert not mismatches, "\n".join(mismatches)

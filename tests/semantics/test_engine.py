@@ -53,8 +53,9 @@ tier security order 100 {
 
 # Probes around the ports the random programs use, including both ends and outside of ranges and the
 # numbers the named ports below resolve to.
-MATRIX_PROBES = [*PROBES, (Protocol.TCP, 8000), (Protocol.TCP, 8100), (Protocol.TCP, 8101),
-                 (Protocol.SCTP, 9000), (Protocol.SCTP, 9002), (Protocol.TCP, 8443), (Protocol.UDP, 8080)]
+MATRIX_PROBES = list(dict.fromkeys([*PROBES, (Protocol.TCP, 8000), (Protocol.TCP, 8100), (Protocol.TCP, 8101),
+                                    (Protocol.SCTP, 9000), (Protocol.SCTP, 9002), (Protocol.TCP, 8443),
+                                    (Protocol.UDP, 8080)]))  # once each: PROBES has some of them
 NAMED_PORTS = [{}, {"http": (8080, Protocol.TCP)}, {"http": (8443, Protocol.TCP)}, {"http": (8080, Protocol.UDP)},
                {"http": (8050, Protocol.TCP), "dns": (53, Protocol.UDP)}]
 

@@ -17,12 +17,22 @@ from netdsl.semantics.cilium import CiliumSemantics
 from netdsl.semantics.model import Connection, External, Pod, Topology, topology_from_program
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.vanilla import VanillaSemantics
-from tests.semantics.strategies import cilium_programs, cluster_programs, extra_pods, ordered_programs, programs
+from tests.semantics.strategies import (
+    cilium_programs,
+    cluster_programs,
+    extra_pods,
+    ordered_programs,
+    programs,
+    split_files,
+)
 
 PROBES = [
     (Protocol.UDP, 53), (Protocol.TCP, 53), (Protocol.TCP, 80), (Protocol.TCP, 443),
     (Protocol.TCP, 8050), (Protocol.TCP, 8080), (Protocol.TCP, 5432), (Protocol.UDP, 7),
     (Protocol.SCTP, 9001), (Protocol.TCP, 9999),
+    # both ends of the generators' ranges and the ports just outside (an off-by-one shows here)
+    (Protocol.TCP, 7999), (Protocol.TCP, 8000), (Protocol.TCP, 8100), (Protocol.TCP, 8101),
+    (Protocol.TCP, 8081), (Protocol.TCP, 8082), (Protocol.SCTP, 8999), (Protocol.SCTP, 9002),
 ]
 
 
@@ -50,9 +60,12 @@ def compile_paths_text(text: str, target: str = "vanilla"):  # type: ignore[no-u
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        path = pathlib.Path(d) / "p.seg"
-        path.write_text(text)
-        return compile_paths([str(path)], target)
+        paths = []
+        for i, part in enumerate(split_files(text)):  # generated programs may span several files
+            path = pathlib.Path(d) / f"p{i}.seg"
+            path.write_text(part)
+            paths.append(str(path))
+        return compile_paths(paths, target)
 
 
 def assert_same_meaning(text: str, target: str, evaluator: type, pods: list[Pod]) -> None:
