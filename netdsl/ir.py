@@ -376,9 +376,10 @@ class Namespace:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect SRC -> DST[:PORT] allowed|denied`. Endpoints are `ns/pod` names of the program's derived
-    topology (a pod per declared service) or IP addresses. Without a port: `allowed` means on some
-    probed port, `denied` on every one."""
+    """`expect SRC -> DST[:PORT] allowed|denied`. Each end is a class of pods (`source_pods`,
+    `destination_pods`: a service's pods, `pods[...] in ...`, `any pod in ...`) or an IP address (the
+    text). `allowed` holds when every member of the source class reaches every member of the
+    destination class (on the port; without one, on some port), `denied` when none reaches any."""
 
     source: str
     destination: str
@@ -386,6 +387,8 @@ class Expectation:
     allowed: bool
     span: Span
     text: str = ""
+    source_pods: PodPeer | None = None
+    destination_pods: PodPeer | None = None
 
 
 @dataclass(frozen=True)

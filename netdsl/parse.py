@@ -191,11 +191,22 @@ class FlowStmt:
 
 @dataclass(frozen=True, slots=True)
 class ExpectStmt:
-    """`expect SRC -> DST[:PORT[/PROTO]] allowed|denied`."""
+    """`expect SRC -> DST[:PORT[/PROTO]] [on PORT] allowed|denied`; each end a service, an IP address
+    or a class of pods (ExpectPods)."""
 
-    source: Word
-    destination: Word
+    source: Word | ExpectPods
+    destination: Word | ExpectPods
+    ports: tuple[Word, ...] | None
     allowed: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExpectPods:
+    """`pods[sel] [in SCOPE]` or `any pod [in SCOPE]` (selector None) as an end of an expectation."""
+
+    selector: Selector | None
+    scope: NamespaceScope | None
     span: Span
 
 
@@ -510,8 +521,17 @@ class _Build(Transformer[Token, Any]):
     def EXPECTATION(self, tok: Token) -> Word:  # noqa: N802
         return self._word(tok)
 
-    def expect_stmt(self, meta: Any, c: list[Word]) -> ExpectStmt:
-        return ExpectStmt(c[0], c[1], c[2].text == "allowed", self._span(meta))
+    def expect_stmt(self, meta: Any, c: list[Any]) -> ExpectStmt:
+        return ExpectStmt(c[0], c[1], c[2], c[3].text == "allowed", self._span(meta))
+
+    def expect_word(self, meta: Any, c: list[Word]) -> Word:
+        return c[0]
+
+    def expect_pods(self, meta: Any, c: list[Any]) -> ExpectPods:
+        return ExpectPods(c[0], c[1], self._span(meta))
+
+    def expect_any(self, meta: Any, c: list[Any]) -> ExpectPods:
+        return ExpectPods(None, c[0], self._span(meta))
 
     def system_decl(self, meta: Any, c: list[Word]) -> SystemDecl:
         return SystemDecl(tuple(c), self._span(meta))

@@ -91,26 +91,45 @@ class Flows(Names):
 
     # ---- assertions
     def lower_expect(self, stmt: parse.ExpectStmt, ns: Scope | None) -> ir.Expectation | None:
-        source = self.expect_endpoint(stmt.source, ns)
-        dest_word = stmt.destination
+        source = self.expect_end(stmt.source, ns)
+        port_word: parse.Word | None = None
+        if isinstance(stmt.destination, parse.Word):
+            dest_word = stmt.destination
+            try:
+                ipaddress.ip_address(dest_word.text)
+                destination = self.expect_end(dest_word, ns)
+            except ValueError:
+                name, colon, port_text = dest_word.text.partition(":")
+                destination = self.expect_end(parse.Word(name, dest_word.span), ns)
+                if colon:
+                    port_word = parse.Word(port_text, dest_word.span)
+        else:
+            destination = self.expect_end(stmt.destination, ns)
+        if stmt.ports is not None:
+            if port_word is not None or len(stmt.ports) != 1:
+                self.error("invalid-port", "an expectation names one port", stmt.ports[0].span,
+                           "write `backend:8080`, or `on 8080` after a class of pods")
+                return None
+            port_word = stmt.ports[0]
         port: PortMatch | None = None
-        try:
-            ipaddress.ip_address(dest_word.text)
-            destination = dest_word.text
-        except ValueError:
-            name, colon, port_text = dest_word.text.partition(":")
-            destination = self.expect_endpoint(parse.Word(name, dest_word.span), ns) or ""
-            if colon:
-                port = self.lower_port(parse.Word(port_text, dest_word.span))
-                if port is None:
-                    return None
-                if port.end_port is not None or (port.port is None and port.name is None):
-                    self.error("invalid-port", "an expectation names one port", dest_word.span,
-                               "write `backend:8080` or `backend:53/udp`")
-                    return None
-        if source is None or not destination:
+        if port_word is not None:
+            port = self.lower_port(port_word)
+            if port is None:
+                return None
+            if port.end_port is not None or (port.port is None and port.name is None):
+                self.error("invalid-port", "an expectation names one port", port_word.span,
+                           "write `backend:8080` or `backend:53/udp`")
+                return None
+        if source is None or destination is None:
             return None
-        return ir.Expectation(source, destination, port, stmt.allowed, stmt.span, self.statement_text(stmt.span))
+        return ir.Expectation(source[0], destination[0], port, stmt.allowed, stmt.span,
+                              self.statement_text(stmt.span), source[1], destination[1])
+
+    def expect_end(self, end: parse.Word | parse.ExpectPods, ns: Scope | None
+                   ) -> tuple[str, ir.PodPeer | None] | None:
+        if isinstance(end, parse.ExpectPods):
+            return self.expect_pods(end, ns)
+        return self.expect_endpoint(end, ns)
 
     # ---- end-to-end flows
     @staticmethod

@@ -338,6 +338,36 @@ class Names(Values):
         self.error("unknown-name", f"no service, group or cidr set named `{name}`", word.span, hint)
         return []
 
+    def expect_pods(self, end: parse.ExpectPods, ns: Scope | None) -> tuple[str, ir.PodPeer] | None:
+        """`pods[sel] [in SCOPE]`, `any pod [in SCOPE]`: without a scope, this namespace (block) or, at
+        the top level, every namespace."""
+        selector = ir.EVERYTHING
+        if end.selector is not None:
+            got = self.lower_selector(end.selector, what="this selector")
+            if got is None:
+                return None
+            selector = got
+        if end.scope is None:
+            where: ir.NamespaceMatch | None = ns.here if ns is not None else ir.AllNamespaces()
+        elif ns is not None:
+            where = self.lower_scope(ns, end.scope)
+        else:
+            where = self.top_level_scope(end.scope)
+        if where is None:
+            return None
+        return self.statement_text(end.span), ir.PodPeer(where, selector, self.statement_text(end.span))
+
+    def top_level_scope(self, scope: parse.NamespaceScope) -> ir.NamespaceMatch | None:
+        if isinstance(scope, parse.NsByName):
+            if (why := check_dns_label(scope.name.text)) is not None:
+                self.error("invalid-name", f"invalid namespace name {scope.name.text!r}: {why}", scope.name.span)
+                return None
+            return ir.NamespaceByName(scope.name.text)
+        if isinstance(scope, parse.NsAll):
+            return ir.AllNamespaces()
+        sel = self.lower_selector(scope.selector, what="this namespace selector")
+        return None if sel is None else ir.NamespaceBySelector(sel)
+
     def lower_scope(self, ns: Scope, scope: parse.NamespaceScope | None) -> ir.NamespaceMatch | None:
         if scope is None:
             return ns.here
@@ -365,18 +395,22 @@ class Names(Values):
             return ir.NamespaceByName(eq[ir.NAMESPACE_NAME_LABEL])
         return ir.NamespaceBySelector(sel)
 
-    def expect_endpoint(self, word: parse.Word, ns: Scope | None) -> str | None:
-        """A service (`name` in the enclosing namespace, or `ns/name`) -> its pod `ns/name`; or an IP."""
+    def expect_endpoint(self, word: parse.Word, ns: Scope | None) -> tuple[str, ir.PodPeer | None] | None:
+        """A service (`name` in the enclosing namespace or cluster block, or `ns/name`) -> `ns/name` and
+        the class of its pods; or an IP address (no class)."""
         text = word.text
         try:
             ipaddress.ip_address(text)
-            return text
+            return text, None
         except ValueError:
             pass
         scope_name, slash, name = text.rpartition("/")
         scope = self.namespaces.get(scope_name) if slash else ns
-        if scope is not None and scope.cluster is None and name in scope.services:
-            return f"{scope.name}/{name}"
+        if scope is not None and name in scope.services:
+            service = scope.services[name]
+            where: ir.NamespaceMatch = scope.cluster if scope.cluster is not None else ir.NamespaceByName(scope.name)
+            shown = f"{scope.name}/{name}" if scope.cluster is None else name
+            return shown, ir.PodPeer(where, service.selector, shown)
         hint = None
         if scope is not None:
             hint = self.did_you_mean(name, scope.services)

@@ -2,7 +2,8 @@
 target, over the class topology (netdsl.semantics.universe): their verdicts hold in every cluster.
 
 An endpoint of an expectation is a class: a service (`ns/name`: every pod its selector matches in
-that namespace, whatever else it carries, in a namespace of any labels), or an IP address.
+that namespace, whatever else it carries, in a namespace of any labels; a service of a cluster block
+in every namespace of the block), `pods[...] in ...`, `any pod in ...`, or an IP address.
 `allowed` holds when every member of the source class may reach every member of the destination
 class (on the port; without a port, on some port), `denied` when no member may reach any (on the
 port; without one, on any port). A named port means each destination pod's port of that name, on the
@@ -48,8 +49,13 @@ def check_expectations(
     return out
 
 
-def members(text: str, program: ir.Program, topology: Topology) -> list[Endpoint]:
-    """The endpoints of the class topology an expectation's endpoint stands for."""
+def members(text: str, program: ir.Program, topology: Topology, pods: ir.PodPeer | None = None) -> list[Endpoint]:
+    """The endpoints of the class topology an expectation's endpoint stands for: the pods of its class,
+    or the address."""
+    if pods is not None:
+        return [p for p in topology.pods
+                if ir.namespace_matches(pods.namespaces, p.namespace, topology.labels_of(p))
+                and pods.pods.matches(dict(p.labels))]
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -81,7 +87,8 @@ def _probes_of(e: ir.Expectation, dst: Endpoint, probes: Sequence[Probe]) -> lis
 
 def _check(e: ir.Expectation, program: ir.Program, topology: Topology, probes: Sequence[Probe],
            evaluators: Mapping[str, Evaluator], matrices: Mapping[str, Matrix]) -> Diagnostic | None:
-    sources, destinations = members(e.source, program, topology), members(e.destination, program, topology)
+    sources = members(e.source, program, topology, e.source_pods)
+    destinations = members(e.destination, program, topology, e.destination_pods)
     pairs = [(s, d) for s in sources for d in destinations
              if coexist(s, d) and not (isinstance(s, External) and isinstance(d, External))]
     if not pairs:

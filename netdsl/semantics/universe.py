@@ -262,6 +262,9 @@ def mentions_of_program(program: ir.Program, into: Mentions | None = None) -> Me
         for p in rule.ports:
             _mention_port(m, p)
     for e in program.expectations:
+        for pods in (e.source_pods, e.destination_pods):
+            if pods is not None:  # the classes an expectation speaks about exist in the topology
+                m.pod_selector(m.namespace_match(pods.namespaces), pods.pods)
         if e.port is not None:
             _mention_port(m, e.port)
         for text in (e.source, e.destination):
