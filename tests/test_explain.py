@@ -243,3 +243,12 @@ def test_a_pod_to_itself_is_traffic_between_replicas(netdsl: Run, app: Path) -> 
     r = run(netdsl, "app.seg", "--from", "backend", "--to", "backend:8080")
     assert r.exit_code == 0, r.stderr
     assert "program  DENIED" in r.stdout  # isolated: replicas of backend do not reach each other
+
+
+def test_a_failing_expectation_does_not_stop_explain(netdsl: Run, app: Path) -> None:
+    Path("app.seg").write_text(APP + "expect production/frontend -> production/database:5432 allowed\n")
+    r = run(netdsl, "app.seg", "--from", "frontend", "--to", "backend:8080")
+    assert r.exit_code == 0, r.stderr
+    assert "program  ALLOWED" in r.stdout
+    for target in ("vanilla", "calico", "cilium"):  # the targets are judged, not refused
+        assert re.search(rf"{target}\s+ALLOWED", r.stdout), r.stdout
