@@ -349,27 +349,16 @@ class Names(Values):
             selector = got
         if end.scope is None:
             where: ir.NamespaceMatch | None = ns.here if ns is not None else ir.AllNamespaces()
-        elif ns is not None:
-            where = self.lower_scope(ns, end.scope)
         else:
-            where = self.top_level_scope(end.scope)
+            where = self.lower_scope(ns, end.scope)
         if where is None:
             return None
         return self.statement_text(end.span), ir.PodPeer(where, selector, self.statement_text(end.span))
 
-    def top_level_scope(self, scope: parse.NamespaceScope) -> ir.NamespaceMatch | None:
-        if isinstance(scope, parse.NsByName):
-            if (why := check_dns_label(scope.name.text)) is not None:
-                self.error("invalid-name", f"invalid namespace name {scope.name.text!r}: {why}", scope.name.span)
-                return None
-            return ir.NamespaceByName(scope.name.text)
-        if isinstance(scope, parse.NsAll):
-            return ir.AllNamespaces()
-        sel = self.lower_selector(scope.selector, what="this namespace selector")
-        return None if sel is None else ir.NamespaceBySelector(sel)
-
-    def lower_scope(self, ns: Scope, scope: parse.NamespaceScope | None) -> ir.NamespaceMatch | None:
+    def lower_scope(self, ns: Scope | None, scope: parse.NamespaceScope | None) -> ir.NamespaceMatch | None:
+        """A peer's namespace scope; none: the statement's own namespace (ns, which then must be given)."""
         if scope is None:
+            assert ns is not None
             return ns.here
         if isinstance(scope, parse.NsByName):
             if (why := check_dns_label(scope.name.text)) is not None:

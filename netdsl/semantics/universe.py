@@ -38,6 +38,7 @@ from typing import Any
 
 from netdsl import ir
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
+from netdsl.semantics.cilium import _plain
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import External, Pod, Topology
 
@@ -296,13 +297,6 @@ _CALICO_ATOM = re.compile(
 _CILIUM_NS = "io.kubernetes.pod.namespace"
 _CILIUM_NS_LABELS = "io.cilium.k8s.namespace.labels."
 _CALICO_NS_NAME = "projectcalico.org/name"
-
-
-def _plain(key: str) -> str:
-    for source in ("k8s:", "any:"):
-        if key.startswith(source):
-            return key[len(source):]
-    return key
 
 
 def _label_selector_atoms(selector: Any) -> Iterator[tuple[str, str | None]]:
