@@ -176,3 +176,33 @@ def test_derived_rules_only_attach_to_pods_already_restricted(path: str) -> None
         pytest.skip("does not compile")
     for r in derived(result.program):
         assert restricted_by(result.program, r), (r.subject, r.direction, r.tier)
+
+
+def test_anywhere_beside_a_named_peer_keeps_the_named_peers_other_half() -> None:
+    """`anywhere` emits alone, but b/db (another namespace, isolated) still gets its other half."""
+    result = check_files([SourceFile("t.seg", "namespace a {\n  service web = app=web\n"
+                                     "  web connects to anywhere, b/db on 443\n}\n"
+                                     "namespace b {\n  isolate\n  service db = app=db\n}\n")])
+    assert result.ok and result.program is not None
+    [rule] = [r for r in result.program.rules if not r.derived]
+    assert rule.peers == (ir.AnyPeer(),)
+    [half] = [r for r in result.program.rules if r.derived]
+    assert (half.subject.namespace, half.subject.name, half.direction) == ("b", "db", ir.Direction.INGRESS)
+    assert not [d for d in result.diagnostics if d.code == "redundant"]  # b/db is not redundant
+
+
+@pytest.mark.parametrize("peers", ["anywhere, namespaces[team=ops], cidr 10.0.0.0/8", "anywhere, pods[app=web]"])
+def test_peers_anywhere_includes_are_redundant(peers: str) -> None:
+    result = check_files([SourceFile("t.seg", f"namespace prod {{\n  isolate\n  service web = app=web\n"
+                                     f"  web connects to {peers} on 443\n}}\n" + OTHERS)])
+    assert [d.code for d in result.diagnostics if d.code == "redundant"] == ["redundant"]
+    assert result.program is not None and derived_in(result.program, "ops") == []
+
+
+def test_a_duplicate_statement_does_not_lose_the_other_half_of_its_twin() -> None:
+    """Deduplicating equal rules keeps the first; the halves of the second (wider) one survive."""
+    program = lowered("namespace a {\n  service web = app=web\n  web connects to anywhere on 443\n"
+                      "  web connects to anywhere, b/db on 443\n}\n"
+                      "namespace b {\n  isolate\n  service db = app=db\n}\n")
+    assert [(r.subject.namespace, r.subject.name) for r in program.rules if r.derived] == [("b", "db")]
+    assert len([r for r in program.rules if not r.derived]) == 1

@@ -121,7 +121,9 @@ class _Coverage:
 
 class Halves(LoweringState):
     def derive_counterparts(self, explicit: list[ir.Rule]) -> list[ir.Rule]:
-        """The other half of every allow statement in `explicit` (see the module's rule)."""
+        """The other half of every allow statement (see the module's rule): `explicit` is the
+        deduplicated rules, which say what restricts; the halves come from every rule of self.rules
+        toward the statement's peers as written (self.half_peers)."""
         by_namespace: dict[tuple[str | None, Direction, str], list[Workload]] = {}
         for r in explicit:
             if r.subject.cluster is None:
@@ -152,14 +154,16 @@ class Halves(LoweringState):
         seen = {rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
-        for rule in explicit:
+        # Every rule a statement made, also those deduplicated away, with the peers as written: a
+        # simplification of the emitted rules never loses an other half.
+        for rule in self.rules:
             if rule.action is not ir.Action.ALLOW:
                 continue  # a deny or pass needs no help from the other side
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
             back = ir.PodPeer(here, rule.subject.selector, peer_label(rule.subject))
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
-            for peer in rule.peers:
+            for peer in self.half_peers.get(rule, rule.peers):
                 for ns, pods in self.peer_pods(rule, peer, ns_labels, covered_anywhere):
                     for tier in tiers:
                         for subject in self.counterpart_subjects(ns, pods, restricting(ns, opposite, tier)):

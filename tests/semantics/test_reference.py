@@ -512,8 +512,7 @@ MINIMAL = [
     pytest.param(
         "namespace a {\n service web = app=web\n web connects to anywhere, b/db on 443\n}\n"
         "namespace b {\n service db = app=db\n isolate\n}\n",
-        "vanilla", ("a", "web"), ("b", "db"), 443, True, id="anywhere-beside-a-named-peer",
-        marks=pytest.mark.xfail(strict=True, reason="lowering drops b/db next to anywhere, and its other half")),
+        "vanilla", ("a", "web"), ("b", "db"), 443, True, id="anywhere-beside-a-named-peer"),
 ]
 
 
