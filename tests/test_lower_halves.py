@@ -59,9 +59,35 @@ def test_a_broad_peer_derives_in_the_statements_own_namespace() -> None:
 
 
 def test_a_namespace_selector_that_leaves_out_the_own_namespace_derives_nothing() -> None:
+    program = lowered("namespace prod {\n  isolate\n  service web = app=web\n"
+                      "  web connects to namespaces[kubernetes.io/metadata.name in (ops, dev)] on 443\n}\n" + OTHERS)
+    assert derived(program) == []
+
+
+def test_a_namespace_selector_derives_where_the_own_namespace_has_its_labels() -> None:
+    """Declared labels are not facts about a cluster: prod may carry team=ops there. The other half
+    says so itself: it admits web only from namespaces that are prod AND have team=ops."""
     program = lowered("namespace prod labels team=web {\n  isolate\n  service web = app=web\n"
                       "  web connects to namespaces[team=ops] on 443\n}\n" + OTHERS)
-    assert derived(program) == []
+    [half] = derived(program)
+    assert (half.subject.namespace, half.subject.name, half.direction) == ("prod", "all-pods", ir.Direction.INGRESS)
+    [peer] = half.peers
+    assert isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceBySelector)
+    assert peer.namespaces.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "team": "ops"})
+    assert not peer.namespaces.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "team": "web"})
+
+
+def test_a_labelled_cluster_block_restricts_by_the_namespaces_labels_in_the_cluster() -> None:
+    """`cluster namespaces[env=a] { isolate }` isolates prod only where prod has env=a: the other half
+    attaches to a cluster-wide workload for exactly those namespaces, never to prod unconditionally."""
+    program = lowered("namespace prod {\n  service web = app=web\n  service api = app=api\n"
+                      "  web accepts api on 80\n}\ncluster namespaces[env=a] {\n  isolate\n}\n")
+    [half] = derived(program)
+    assert half.direction is ir.Direction.EGRESS and half.subject.namespace == ""
+    assert isinstance(half.subject.cluster, ir.NamespaceBySelector)
+    assert half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "env": "a"})
+    assert not half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod"})
+    assert not half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "other", "env": "a"})
 
 
 @pytest.mark.parametrize("peer", [
