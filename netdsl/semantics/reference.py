@@ -27,7 +27,8 @@ in the order `decide` applies them:
   kubernetes.io/metadata.name; `namespace X labels ...` declarations are not facts about a cluster)
   and pod labels; `cidr` matches, by address and minus its excepts, external addresses (identity
   None) and Calico host endpoints (on Calico a node with a host endpoint is an address), never pods
-  nor Cilium's identities (Cilium's CIDR rules do not select them); `fqdn` external DNS names (`*`
+  nor Cilium's identities (Cilium's CIDR rules do not select them), nor any address inside the
+  declared `pod networks` (a CIDR lying inside one is refused); `fqdn` external DNS names (`*`
   within one label; `*` alone any name); `entity` Cilium's entities by the `reserved:` labels of each
   identity (`cluster`: every pod and every reserved identity but world; `remote-node` includes the
   kube-apiserver identity); `anywhere` every endpoint. Calico host endpoints are matched only by
@@ -314,6 +315,7 @@ class ReferenceSemantics:
         self.system: tuple[str, ...] = SYSTEM_NAMESPACES
         self.tiers: dict[str, tuple[int, Action]] = {}
         self.cidr_sets: dict[str, tuple[CidrPeer, ...]] = {}
+        self.pod_networks: tuple[IPNet, ...] | None = None
         blocks: list[Block] = []
         system_seen = False
         for module in modules:
@@ -323,6 +325,10 @@ class ReferenceSemantics:
                         raise ValueError(f"{top.span}: `system namespaces` declared twice")
                     system_seen = True
                     self.system = tuple(w.text for w in top.names)
+                elif isinstance(top, parse.PodNetworksDecl):
+                    if self.pod_networks is not None:
+                        raise ValueError(f"{top.span}: `pod networks` declared twice")
+                    self.pod_networks = tuple(_network(w) for w in top.networks)
                 elif isinstance(top, parse.CidrsDecl):
                     if top.name.text in self.cidr_sets:
                         raise ValueError(f"{top.span}: cidr set declared twice")
@@ -413,6 +419,10 @@ class ReferenceSemantics:
             if stmt.action == "pass" and tier is None:
                 raise ValueError(f"{stmt.span}: `pass` outside a tier")
             peers = tuple(p for peer in stmt.peers for p in self._peer(scope, peer))
+            for p in peers:
+                if isinstance(p, CidrPeer) and any(p.net.version == n.version and p.net.subnet_of(n)  # type: ignore[arg-type]
+                                                   for n in self.pod_networks or ()):
+                    raise ValueError(f"{stmt.span}: a CIDR inside the pod networks")
             if any(isinstance(p, FqdnPeer) for p in peers) and (stmt.direction == "ingress" or stmt.action != "allow"):
                 raise ValueError(f"{stmt.span}: a DNS name is only a destination of an allow")
             subjects = self._subjects(scope, stmt.subjects)
@@ -495,7 +505,7 @@ class ReferenceSemantics:
             return False
         address = endpoint.address
         return (address.version == peer.net.version and address in peer.net
-                and not any(address in e for e in peer.excepts))
+                and not any(address in e for e in (*peer.excepts, *(self.pod_networks or ()))))
 
     def _half_reaches(self, stmt: Statement, pod: Pod) -> bool:
         """Is `pod` among the peer pods whose opposite direction the other half of `stmt` opens?"""

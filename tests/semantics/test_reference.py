@@ -35,7 +35,7 @@ from netdsl.semantics.reference import (
 from netdsl.semantics.universe import build
 from netdsl.semantics.verify import coexist, describe_endpoint
 from netdsl.source import SourceFile
-from tests.semantics.strategies import cilium_programs, cluster_programs, ordered_programs, programs
+from tests.semantics.strategies import cilium_programs, cluster_programs, ordered_programs, programs, split_files
 
 TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
 
@@ -169,6 +169,20 @@ def test_cidrs_never_match_pods_even_with_an_address() -> None:
     r = reference("namespace a {\n  service web = app=web\n  web connects to cidr 10.0.0.0/8\n}\n", topology)
     assert not ok(r, WEB, addressed) and ok(r, WEB, ip("10.1.2.3"))
     assert not ok(r, WEB, ip("2001:db8::1"))  # another address family is outside an IPv4 CIDR
+
+
+def test_cidrs_never_match_the_declared_pod_networks() -> None:
+    text = "pod networks = 10.244.0.0/16, fd00::/64\nnamespace a {\n  service web = app=web\n" \
+           "  web connects to cidr 10.0.0.0/8, cidr ::/0\n}\n"
+    r = reference(text, CLUSTER)
+    assert ok(r, WEB, ip("10.1.2.3")) and not ok(r, WEB, ip("10.244.1.1")) and not ok(r, WEB, ip("fd00::1"))
+    assert ok(r, WEB, ip("2001:db8::1"))
+    inside = text.replace("cidr 10.0.0.0/8", "cidr 10.244.1.0/24")
+    with pytest.raises(ValueError):
+        reference(inside, CLUSTER)
+    assert compiled({"p.seg": inside}) is None  # lowering refuses it too
+    found = compiled({"p.seg": text})
+    assert found is not None and disagreements(found) == []
 
 
 def test_fqdn_patterns_and_the_dns_lookups_they_need() -> None:
@@ -472,10 +486,10 @@ def test_lowering_means_what_the_reference_means(kind: str) -> None:
     """Random programs, compiled for every target that can express them: reference == ProgramSemantics
     on a sample of class pairs (every class, with itself and with random others), every probe."""
 
-    @settings(max_examples=max(10, settings.default.max_examples // 5))
+    @settings(max_examples=max(10, settings.default.max_examples // 6))
     @given(STRATEGIES[kind], st.randoms(use_true_random=False))
     def check(text: str, rng: random.Random) -> None:
-        found = compiled({"p.seg": text})
+        found = compiled({f"p{i}.seg": part for i, part in enumerate(split_files(text))})
         assume(found is not None)
         assert found is not None
         wrong = disagreements(found, rng)
