@@ -59,9 +59,35 @@ def test_a_broad_peer_derives_in_the_statements_own_namespace() -> None:
 
 
 def test_a_namespace_selector_that_leaves_out_the_own_namespace_derives_nothing() -> None:
+    program = lowered("namespace prod {\n  isolate\n  service web = app=web\n"
+                      "  web connects to namespaces[kubernetes.io/metadata.name in (ops, dev)] on 443\n}\n" + OTHERS)
+    assert derived(program) == []
+
+
+def test_a_namespace_selector_derives_where_the_own_namespace_has_its_labels() -> None:
+    """Declared labels are not facts about a cluster: prod may carry team=ops there. The other half
+    says so itself: it admits web only from namespaces that are prod AND have team=ops."""
     program = lowered("namespace prod labels team=web {\n  isolate\n  service web = app=web\n"
                       "  web connects to namespaces[team=ops] on 443\n}\n" + OTHERS)
-    assert derived(program) == []
+    [half] = derived(program)
+    assert (half.subject.namespace, half.subject.name, half.direction) == ("prod", "all-pods", ir.Direction.INGRESS)
+    [peer] = half.peers
+    assert isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceBySelector)
+    assert peer.namespaces.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "team": "ops"})
+    assert not peer.namespaces.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "team": "web"})
+
+
+def test_a_labelled_cluster_block_restricts_by_the_namespaces_labels_in_the_cluster() -> None:
+    """`cluster namespaces[env=a] { isolate }` isolates prod only where prod has env=a: the other half
+    attaches to a cluster-wide workload for exactly those namespaces, never to prod unconditionally."""
+    program = lowered("namespace prod {\n  service web = app=web\n  service api = app=api\n"
+                      "  web accepts api on 80\n}\ncluster namespaces[env=a] {\n  isolate\n}\n")
+    [half] = derived(program)
+    assert half.direction is ir.Direction.EGRESS and half.subject.namespace == ""
+    assert isinstance(half.subject.cluster, ir.NamespaceBySelector)
+    assert half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod", "env": "a"})
+    assert not half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "prod"})
+    assert not half.subject.cluster.selector.matches({ir.NAMESPACE_NAME_LABEL: "other", "env": "a"})
 
 
 @pytest.mark.parametrize("peer", [
@@ -176,3 +202,33 @@ def test_derived_rules_only_attach_to_pods_already_restricted(path: str) -> None
         pytest.skip("does not compile")
     for r in derived(result.program):
         assert restricted_by(result.program, r), (r.subject, r.direction, r.tier)
+
+
+def test_anywhere_beside_a_named_peer_keeps_the_named_peers_other_half() -> None:
+    """`anywhere` emits alone, but b/db (another namespace, isolated) still gets its other half."""
+    result = check_files([SourceFile("t.seg", "namespace a {\n  service web = app=web\n"
+                                     "  web connects to anywhere, b/db on 443\n}\n"
+                                     "namespace b {\n  isolate\n  service db = app=db\n}\n")])
+    assert result.ok and result.program is not None
+    [rule] = [r for r in result.program.rules if not r.derived]
+    assert rule.peers == (ir.AnyPeer(),)
+    [half] = [r for r in result.program.rules if r.derived]
+    assert (half.subject.namespace, half.subject.name, half.direction) == ("b", "db", ir.Direction.INGRESS)
+    assert not [d for d in result.diagnostics if d.code == "redundant"]  # b/db is not redundant
+
+
+@pytest.mark.parametrize("peers", ["anywhere, namespaces[team=ops], cidr 10.0.0.0/8", "anywhere, pods[app=web]"])
+def test_peers_anywhere_includes_are_redundant(peers: str) -> None:
+    result = check_files([SourceFile("t.seg", f"namespace prod {{\n  isolate\n  service web = app=web\n"
+                                     f"  web connects to {peers} on 443\n}}\n" + OTHERS)])
+    assert [d.code for d in result.diagnostics if d.code == "redundant"] == ["redundant"]
+    assert result.program is not None and derived_in(result.program, "ops") == []
+
+
+def test_a_duplicate_statement_does_not_lose_the_other_half_of_its_twin() -> None:
+    """Deduplicating equal rules keeps the first; the halves of the second (wider) one survive."""
+    program = lowered("namespace a {\n  service web = app=web\n  web connects to anywhere on 443\n"
+                      "  web connects to anywhere, b/db on 443\n}\n"
+                      "namespace b {\n  isolate\n  service db = app=db\n}\n")
+    assert [(r.subject.namespace, r.subject.name) for r in program.rules if r.derived] == [("b", "db")]
+    assert len([r for r in program.rules if not r.derived]) == 1

@@ -4,6 +4,8 @@ flow statements (`accepts`, `connects to`, `allows|denies|passes from|to`) -> on
 
 Rule: each statement becomes rules for exactly the subjects it names, in its tier, with the peers and
 ports it lists (no ports: every port). An allowed `fqdn` also allows the subject's DNS lookups.
+Simplifying a rule's peers (`anywhere` beside others emits `anywhere` alone) never changes what is
+derived from it: the other halves come from the statement's peers as written (state.half_peers).
 """
 
 from __future__ import annotations
@@ -72,22 +74,33 @@ class Flows(Names):
             return
         if not subjects or not peers or ports is None or http is None:
             return
-        if any(isinstance(p, ir.AnyPeer) for p in peers) and len(peers) > 1:
-            self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
-            peers = [ir.AnyPeer()]
+        unique = tuple(dict.fromkeys(peers))
+        emitted = unique
+        if any(isinstance(p, ir.AnyPeer) for p in unique) and len(unique) > 1:
+            emitted = (ir.AnyPeer(),)
+            if not any(self.names_elsewhere(ns, p) for p in unique):
+                self.warn("redundant", "`anywhere` already includes the other peers of this statement", stmt.span)
         direction = Direction.INGRESS if stmt.direction == "ingress" else Direction.EGRESS
         action = {"allow": ir.Action.ALLOW, "deny": ir.Action.DENY, "pass": ir.Action.PASS}[stmt.action]
         text = self.statement_text(stmt.span)
-        unique = tuple(dict.fromkeys(peers))
         for s in subjects:
-            self.rules.append(ir.Rule(s, direction, unique, ports, stmt.span, text, action, tier=tier,
-                                      http=http))
+            rule = ir.Rule(s, direction, emitted, ports, stmt.span, text, action, tier=tier, http=http)
+            self.rules.append(rule)
+            if emitted != unique:
+                self.half_peers[rule] = unique
         if action is ir.Action.ALLOW and any(isinstance(p, ir.FqdnPeer) for p in unique):
             # A DNS name is only reachable once its lookup is: the flow includes the subject's DNS.
             dns = ir.PodPeer(ir.NamespaceByName(DNS_NAMESPACE), DNS_SELECTOR, "dns")
             for s in subjects:
                 self.rules.append(ir.Rule(s, Direction.EGRESS, (dns,), DNS_PORTS, stmt.span,
                                           f"DNS lookups for `{text}`", tier=tier))
+
+    @staticmethod
+    def names_elsewhere(ns: Scope, peer: ir.Peer) -> bool:
+        """A peer whose other half `anywhere` does not derive: pods named in another namespace (or
+        named at all, in a cluster block, where `anywhere` derives nothing)."""
+        return (isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceByName)
+                and (ns.cluster is not None or peer.namespaces.name != ns.name))
 
     # ---- assertions
     def lower_expect(self, stmt: parse.ExpectStmt, ns: Scope | None) -> ir.Expectation | None:

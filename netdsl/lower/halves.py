@@ -10,15 +10,22 @@ those pods that lets exactly this flow (S, the statement's ports) through. What 
   are pods of one namespace, and the other half goes there.
 * For broad peers - `anywhere`, `entity all`, `entity cluster`, `all namespaces`, `namespaces[...]`,
   `... in namespaces[...]` - only in the statement's own namespace (whose owner wrote the statement),
-  and only if the peer includes it: never in another namespace. A statement in a `cluster { }` block
+  and only if the peer includes it: never in another namespace. Whether `namespaces[...]` includes it
+  depends on the labels the namespace has in the cluster (a `labels` declaration is not a fact about
+  a cluster), so the derived rule's peer says so: the statement's subject in the namespaces that are
+  this one AND match the peer's namespace selector. A statement in a `cluster { }` block
   with a broad peer derives nothing (no rule can say "the subject's own namespace" cluster-wide).
   CIDRs, `fqdn` and the other entities are not pods: nothing is derived for them.
 * Exactly the restricted pods: for every workload R that restricts the opposite direction there
   (`all pods` of an isolated namespace, or a statement's subject), the other half attaches to the
   pods of P that R selects - P's selector AND R's selector - whenever both can match one pod (a pod
-  labelled `app=web` and `role=db` is both `web` and `db`). If some R selects every pod of P, the rule
-  attaches to P itself. A derived rule therefore never restricts a pod that no statement or isolate
-  restricts, and an explicit rule that already allows the flow there is not repeated.
+  labelled `app=web` and `role=db` is both `web` and `db`). If some R of that namespace selects every
+  pod of P, the rule attaches to P itself. A derived rule therefore never restricts a pod that no
+  statement or isolate restricts, and an explicit rule that already allows the flow there is not
+  repeated. Whether a `cluster namespaces[...]` block restricts a namespace depends on the labels the
+  namespace has in the cluster, not on its `labels` declaration: such an R restricts namespace N where
+  N matches the block's selector, so the other half attaches to a cluster-wide workload for exactly
+  those namespaces (N AND the block's selector).
 * Tiers: the other half goes in the flow's tier where that tier already restricts those pods in
   that direction (so it is reached in order), and in the default tier where the default tier does
   (isolations live there). It never makes a tier apply to pods it did not apply to (which could
@@ -63,8 +70,9 @@ class _WorkloadIndex:
     """Workloads indexed by their key=value labels, so that finding the ones a selector can overlap
     is not a scan of every service (programs have thousands)."""
 
-    def __init__(self, workloads: list[Workload]) -> None:
+    def __init__(self, workloads: list[Workload], conditional: set[Workload]) -> None:
         self.workloads = workloads
+        self.conditional = conditional  # they restrict the namespace only where its labels match
         self.order = {w: i for i, w in enumerate(workloads)}
         self.by_label: dict[tuple[str, str], set[Workload]] = {}
         self.without_key: dict[str, set[Workload]] = {}
@@ -119,31 +127,67 @@ class _Coverage:
         return False
 
 
+def _name_is(name: str) -> Selector:
+    return Selector.of([ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.IN, (name,))])
+
+
+def may_match(match: ir.NamespaceMatch, name: str) -> bool:
+    """Can namespace `name` match `match` in some cluster (with some labels)?"""
+    if isinstance(match, ir.NamespaceBySelector):
+        return _name_is(name).conjoin(match.selector).satisfiable
+    return ir.namespace_matches(match, name, {})
+
+
+def within(w: Workload, match: ir.NamespaceMatch, name: str) -> Workload | None:
+    """Workload `w` as it restricts namespace `name` when `match` (a cluster scope) says where: None
+    if never; `w` itself if the name decides; else `w` cluster-wide for the namespaces that are `name`
+    and match (the namespace's labels in the cluster decide)."""
+    if not may_match(match, name):
+        return None
+    if not isinstance(match, ir.NamespaceBySelector) or all(
+            r.key == ir.NAMESPACE_NAME_LABEL for r in match.selector.requirements):
+        return w
+    return Workload("", w.name, w.selector, w.span, w.declared,
+                    ir.NamespaceBySelector(_name_is(name).conjoin(match.selector)))
+
+
 class Halves(LoweringState):
     def derive_counterparts(self, explicit: list[ir.Rule]) -> list[ir.Rule]:
-        """The other half of every allow statement in `explicit` (see the module's rule)."""
+        """The other half of every allow statement (see the module's rule): `explicit` is the
+        deduplicated rules, which say what restricts; the halves come from every rule of self.rules
+        toward the statement's peers as written (self.half_peers)."""
         by_namespace: dict[tuple[str | None, Direction, str], list[Workload]] = {}
         for r in explicit:
             if r.subject.cluster is None:
                 by_namespace.setdefault((r.tier, r.direction, r.subject.namespace), []).append(r.subject)
         clusterwide = [r for r in explicit if r.subject.cluster is not None]
-        ns_labels = {n.name: {k: v for k, (v, _) in n.labels.items()} for n in self.namespaces.values()}
         cache: dict[tuple[str, Direction, str | None], _WorkloadIndex] = {}
 
         def restricting(ns: Scope, d: Direction, tier: str | None) -> _WorkloadIndex:
-            """The workloads that restrict direction `d` of pods of `ns` in `tier`."""
+            """The workloads that restrict direction `d` of pods of `ns` in `tier`; one that restricts
+            them only when the namespace has some labels is cluster-wide, for exactly those namespaces."""
             key = (ns.name, d, tier)
             if key not in cache:
-                labels = ns_labels.get(ns.name, {})
                 workloads: list[Workload] = []
-                if tier is None and any(i.direction is d and i.applies_in(ns.name, labels) for i in self.isolations):
-                    workloads.append(self.all_pods(ns))
+                conditional: set[Workload] = set()
+
+                def add(w: Workload, match: ir.NamespaceMatch | None) -> None:
+                    if match is None:
+                        workloads.append(w)
+                    elif (cond := within(w, match, ns.name)) is not None:
+                        workloads.append(cond)
+                        if cond is not w:
+                            conditional.add(cond)
+
+                if tier is None:
+                    for i in self.isolations:
+                        if i.direction is d and (i.cluster is not None or i.namespace == ns.name):
+                            add(self.all_pods(ns), i.cluster)
                 workloads += by_namespace.get((tier, d, ns.name), ())
-                workloads += [
-                    r.subject for r in clusterwide
-                    if r.tier == tier and r.direction is d and r.subject.applies_in(ns.name, labels)
-                ]
-                cache[key] = _WorkloadIndex(list(dict.fromkeys(workloads)))
+                for r in clusterwide:
+                    if r.tier == tier and r.direction is d:
+                        add(r.subject, r.subject.cluster)
+                cache[key] = _WorkloadIndex(list(dict.fromkeys(workloads)), conditional)
             return cache[key]
 
         covered_anywhere = [i.cluster for i in self.isolations if i.cluster is not None] + [
@@ -152,15 +196,18 @@ class Halves(LoweringState):
         seen = {rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
-        for rule in explicit:
+        # Every rule a statement made, also those deduplicated away, with the peers as written: a
+        # simplification of the emitted rules never loses an other half.
+        for rule in self.rules:
             if rule.action is not ir.Action.ALLOW:
                 continue  # a deny or pass needs no help from the other side
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
-            back = ir.PodPeer(here, rule.subject.selector, peer_label(rule.subject))
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
-            for peer in rule.peers:
-                for ns, pods in self.peer_pods(rule, peer, ns_labels, covered_anywhere):
+            for peer in self.half_peers.get(rule, rule.peers):
+                for ns, pods, only_if in self.peer_pods(rule, peer, covered_anywhere):
+                    where = here if only_if is None else only_if
+                    back = ir.PodPeer(where, rule.subject.selector, peer_label(rule.subject))
                     for tier in tiers:
                         for subject in self.counterpart_subjects(ns, pods, restricting(ns, opposite, tier)):
                             new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
@@ -172,33 +219,38 @@ class Halves(LoweringState):
         return derived
 
     def peer_pods(
-        self, rule: ir.Rule, peer: ir.Peer, ns_labels: dict[str, dict[str, str]],
-        covered_anywhere: list[ir.NamespaceMatch],
-    ) -> list[tuple[Scope, Selector]]:
-        """Where the other half toward `peer` may go: a namespace and the peer's pods in it."""
+        self, rule: ir.Rule, peer: ir.Peer, covered_anywhere: list[ir.NamespaceMatch],
+    ) -> list[tuple[Scope, Selector, ir.NamespaceMatch | None]]:
+        """Where the other half toward `peer` may go: a namespace, the peer's pods in it, and (None:
+        always) the namespaces the statement's subject must be in for the peer to include them."""
         if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceByName):
             name = peer.namespaces.name  # a peer that names its namespace
             found = self.namespaces.get(name)
-            if found is None and any(ir.namespace_matches(c, name, {}) for c in covered_anywhere):
+            if found is None and any(may_match(c, name) for c in covered_anywhere):
                 found = Scope(name, rule.span)  # not declared, but a cluster statement covers it
-            return [(found, peer.pods)] if found is not None else []
+            return [(found, peer.pods, None)] if found is not None else []
         if rule.subject.cluster is not None:
             return []  # a broad peer of a cluster statement: "its own namespace" has no rule to say it
         own = self.namespaces.get(rule.subject.namespace)
         if own is None:
             return []
         if isinstance(peer, ir.AnyPeer) or (isinstance(peer, ir.EntityPeer) and peer.name in ("all", "cluster")):
-            return [(own, ir.EVERYTHING)]
-        if isinstance(peer, ir.PodPeer) and ir.namespace_matches(peer.namespaces, own.name, ns_labels[own.name]):
-            return [(own, peer.pods)]
-        return []  # CIDRs, DNS names, entities that are not pods; broad peers that leave out this namespace
+            return [(own, ir.EVERYTHING, None)]
+        if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.AllNamespaces):
+            return [(own, peer.pods, None)]
+        if isinstance(peer, ir.PodPeer) and isinstance(peer.namespaces, ir.NamespaceBySelector):
+            # this namespace, when its labels (in the cluster, not as declared) match the peer's
+            this = ir.Selector.of([ir.Requirement(ir.NAMESPACE_NAME_LABEL, ir.Operator.IN, (own.name,))])
+            both = this.conjoin(peer.namespaces.selector)
+            return [(own, peer.pods, ir.NamespaceBySelector(both))] if both.satisfiable else []
+        return []  # CIDRs, DNS names, entities that are not pods
 
     def counterpart_subjects(self, ns: Scope, peer: Selector, restricting: _WorkloadIndex) -> list[Workload]:
         """The workloads the other half attaches to: exactly the pods of `peer` that a workload of
         `restricting` selects."""
         candidates = restricting.compatible(peer)
         pods = set(peer.requirements)
-        if any(set(r.selector.requirements) <= pods for r in candidates):
+        if any(r not in restricting.conditional and set(r.selector.requirements) <= pods for r in candidates):
             return [self.peer_workload(ns, peer)]  # every pod of the peer is restricted
         out: list[Workload] = []
         for r in candidates:
@@ -207,6 +259,10 @@ class Halves(LoweringState):
                 continue
             if both == r.selector and r.namespace == ns.namespace and r.cluster == ns.cluster:
                 out.append(r)  # the peer includes all of r: the rule joins r's own policy
+            elif r in restricting.conditional:  # r restricts ns only where its labels match r's namespaces
+                out.append(r if both == r.selector else Workload(
+                    "", derived_name(both, lambda n: n in RESERVED_NAMES), both, None, declared=False,
+                    cluster=r.cluster))
             else:
                 out.append(self.peer_workload(ns, both))
         return list(dict.fromkeys(out))

@@ -85,6 +85,9 @@ class LoweringState:
         self.cidr_sets: dict[str, CidrSet] = {}
         self.isolations: list[ir.Isolation] = []
         self.rules: list[ir.Rule] = []
+        # The peers a rule's other half is derived toward, where they differ from the peers it emits
+        # (`anywhere, b/db` emits `anywhere` but keeps b/db's other half in namespace b).
+        self.half_peers: dict[ir.Rule, tuple[ir.Peer, ...]] = {}
         self.sources = {m.source.path: m.source for m in modules}
         # Names whose declaration was rejected: uses of them are not reported again as unknown.
         self.failed: set[tuple[str, str]] = set()

@@ -21,17 +21,22 @@ in the order `decide` applies them:
   `namespaces[...]`, `... in namespaces[...]`, `... in all namespaces`, entities) only those in the
   statement's own namespace, and none for a broad peer of a `cluster` block. The other half never
   restricts a pod. It sits in the statement's tier, at the statement's place, if that tier applies to
-  the peer pod's direction; otherwise in the default tier.
+  the peer pod's direction, and also in the default tier (where it matters only if the default tier
+  restricts the peer pod in that direction).
 * Peers: pods by namespace (name, or the topology's namespace labels, which include
   kubernetes.io/metadata.name; `namespace X labels ...` declarations are not facts about a cluster)
-  and pod labels; `cidr` matches only external addresses outside the cluster (identity None), minus
-  its excepts; `fqdn` external DNS names (`*` within one label; `*` alone any name); `entity` Cilium's
-  entities; `anywhere` every endpoint. A target's own non-pod identities (Cilium reserved identities,
-  Calico host endpoints) are matched only by `anywhere` and the entities that cover them.
+  and pod labels; `cidr` matches, by address and minus its excepts, external addresses (identity
+  None) and Calico host endpoints (on Calico a node with a host endpoint is an address), never pods
+  nor Cilium's identities (Cilium's CIDR rules do not select them), nor any address inside the
+  declared `pod networks` (a CIDR lying inside one is refused); `fqdn` external DNS names (`*`
+  within one label; `*` alone any name); `entity` Cilium's entities by the `reserved:` labels of each
+  identity (`cluster`: every pod and every reserved identity but world; `remote-node` includes the
+  kube-apiserver identity); `anywhere` every endpoint. Calico host endpoints are matched only by
+  `anywhere`, `entity all` and CIDRs.
 * Ports: numbers, inclusive ranges, `/udp` and `/sctp`, `tcp`/`udp`/`sctp` for every port of the
-  protocol, names (the destination pod's container port of that name and protocol); no `on`: every
-  port and protocol. HTTP rules refine ports and are read as their ports. An allowed `fqdn` also
-  allows the subject's DNS lookups.
+  protocol, names (the destination pod's container port of that name and protocol, or in a class
+  topology a named port the probe binds); no `on`: every port and protocol. HTTP rules refine ports
+  and are read as their ports. An allowed `fqdn` also allows the subject's DNS lookups.
 
 Anything lowering would refuse, or this module does not model, raises ValueError.
 """
@@ -56,9 +61,16 @@ SYSTEM_NAMESPACES = (
 )
 DNS_NAMESPACE = "kube-system"
 DNS_LABELS = ("k8s-app", "kube-dns")
-# Cilium's `cluster` entity: every pod plus these reserved identities (pkg/policy/api/entity.go).
-CILIUM_CLUSTER = frozenset({"host", "remote-node", "init", "ingress", "health", "unmanaged", "kube-apiserver"})
-CILIUM_ENTITIES = frozenset({*CILIUM_CLUSTER, "all", "cluster", "world", "world-ipv4", "world-ipv6"})
+# Cilium's reserved identities and the `reserved:` labels each carries (pkg/identity/numericidentity.go:
+# the kube-apiserver identity is also a remote node); `cluster` is every pod plus all of them.
+CILIUM_RESERVED: dict[str, frozenset[str]] = {
+    "host": frozenset({"host"}), "remote-node": frozenset({"remote-node"}),
+    "kube-apiserver": frozenset({"kube-apiserver", "remote-node"}), "health": frozenset({"health"}),
+    "ingress": frozenset({"ingress"}), "init": frozenset({"init"}), "unmanaged": frozenset({"unmanaged"}),
+}
+CILIUM_ENTITIES = frozenset({*CILIUM_RESERVED, "all", "cluster", "world", "world-ipv4", "world-ipv6"})
+# The endpoints a CIDR matches by address: plain addresses and Calico host endpoints.
+ADDRESSES = (None, "calico:host-endpoint")
 
 Direction: TypeAlias = Literal["ingress", "egress"]
 Action: TypeAlias = Literal["allow", "deny", "pass"]
@@ -116,8 +128,8 @@ class Port:
             return False
         if self.name is not None:  # the destination pod's container port of that name and protocol
             dst = conn.dst
-            return isinstance(dst, Pod) and tuple(dst.ports.get(self.name, (None, None))) == (
-                conn.port, conn.protocol)
+            return isinstance(dst, Pod) and (self.name in conn.names or tuple(
+                dst.ports.get(self.name, (None, None))) == (conn.port, conn.protocol))
         if self.first is None:
             return True
         assert self.last is not None
@@ -210,17 +222,33 @@ def fqdn_matches(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name.lower().rstrip(".")) is not None
 
 
-def entity_matches(entity: str, endpoint: Endpoint) -> bool:
-    """Cilium's entities. Only Cilium's own identities (`cilium:NAME`) are covered by entities; any
-    other target identity (a Calico host endpoint) only by `anywhere`."""
-    if isinstance(endpoint, Pod):
-        return entity in ("all", "cluster")
+def reserved(endpoint: External) -> frozenset[str]:
+    """The `reserved:` labels Cilium gives a non-pod endpoint: `world` and `world-ipv4|6` for an
+    address outside the cluster, a reserved identity's own (plus any `reserved:` key among its labels,
+    e.g. a host that runs the API server), none for another target's identities."""
     if endpoint.identity is None:
-        return entity == "all" or entity == "world" or entity == f"world-ipv{endpoint.address.version}"
-    kind, _, reserved = endpoint.identity.partition(":")
+        return frozenset({"world", f"world-ipv{endpoint.address.version}"})
+    kind, _, name = endpoint.identity.partition(":")
     if kind != "cilium":
-        return False
-    return entity in ("all", reserved) or (entity == "cluster" and reserved in CILIUM_CLUSTER)
+        return frozenset()
+    extra = {k.removeprefix("reserved:") for k in endpoint.labels if k.startswith("reserved:")}
+    return CILIUM_RESERVED.get(name, frozenset()) | extra
+
+
+def entity_matches(entity: str, endpoint: Endpoint) -> bool:
+    """Cilium's entities (pkg/policy/api/entity.go): `all` everything, `cluster` every pod and every
+    identity with a reserved label but world, `world` both families, every other entity the identities
+    carrying its reserved label. A Calico host endpoint is only `all`."""
+    if entity == "all":
+        return True
+    if isinstance(endpoint, Pod):
+        return entity == "cluster"
+    labels = reserved(endpoint)
+    if entity == "cluster":
+        return bool(labels) and "world" not in labels
+    if entity == "world":
+        return "world" in labels
+    return entity in labels
 
 
 # ------------------------------------------------------------------------------------------ statements
@@ -287,6 +315,7 @@ class ReferenceSemantics:
         self.system: tuple[str, ...] = SYSTEM_NAMESPACES
         self.tiers: dict[str, tuple[int, Action]] = {}
         self.cidr_sets: dict[str, tuple[CidrPeer, ...]] = {}
+        self.pod_networks: tuple[IPNet, ...] | None = None
         blocks: list[Block] = []
         system_seen = False
         for module in modules:
@@ -296,6 +325,10 @@ class ReferenceSemantics:
                         raise ValueError(f"{top.span}: `system namespaces` declared twice")
                     system_seen = True
                     self.system = tuple(w.text for w in top.names)
+                elif isinstance(top, parse.PodNetworksDecl):
+                    if self.pod_networks is not None:
+                        raise ValueError(f"{top.span}: `pod networks` declared twice")
+                    self.pod_networks = tuple(_network(w) for w in top.networks)
                 elif isinstance(top, parse.CidrsDecl):
                     if top.name.text in self.cidr_sets:
                         raise ValueError(f"{top.span}: cidr set declared twice")
@@ -386,6 +419,10 @@ class ReferenceSemantics:
             if stmt.action == "pass" and tier is None:
                 raise ValueError(f"{stmt.span}: `pass` outside a tier")
             peers = tuple(p for peer in stmt.peers for p in self._peer(scope, peer))
+            for p in peers:
+                if isinstance(p, CidrPeer) and any(p.net.version == n.version and p.net.subnet_of(n)  # type: ignore[arg-type]
+                                                   for n in self.pod_networks or ()):
+                    raise ValueError(f"{stmt.span}: a CIDR inside the pod networks")
             if any(isinstance(p, FqdnPeer) for p in peers) and (stmt.direction == "ingress" or stmt.action != "allow"):
                 raise ValueError(f"{stmt.span}: a DNS name is only a destination of an allow")
             subjects = self._subjects(scope, stmt.subjects)
@@ -460,13 +497,15 @@ class ReferenceSemantics:
         if isinstance(peer, PodPeer):
             return (isinstance(endpoint, Pod) and peer.namespaces.matches(endpoint.namespace, self._ns_labels(endpoint))
                     and peer.pods.matches(endpoint.labels))
-        if not isinstance(endpoint, External) or endpoint.identity is not None:
+        if not isinstance(endpoint, External):
             return False
         if isinstance(peer, FqdnPeer):
-            return endpoint.name is not None and fqdn_matches(peer.pattern, endpoint.name)
+            return endpoint.identity is None and endpoint.name is not None and fqdn_matches(peer.pattern, endpoint.name)
+        if endpoint.identity not in ADDRESSES:
+            return False
         address = endpoint.address
         return (address.version == peer.net.version and address in peer.net
-                and not any(address in e for e in peer.excepts))
+                and not any(address in e for e in (*peer.excepts, *(self.pod_networks or ()))))
 
     def _half_reaches(self, stmt: Statement, pod: Pod) -> bool:
         """Is `pod` among the peer pods whose opposite direction the other half of `stmt` opens?"""
@@ -496,11 +535,6 @@ class ReferenceSemantics:
             self._applies[key] = any(
                 s.direction == direction and self._is_subject(s, pod) for s in self.by_tier.get(tier, ()))
         return self._applies[key]
-
-    def _half_in_default_tier(self, stmt: Statement, pod: Pod, direction: Direction) -> bool:
-        """The other half sits in the statement's tier when that tier applies to the peer pod's
-        direction, else in the default tier."""
-        return stmt.tier is None or not self.applies(stmt.tier, pod, direction)
 
     def _isolation(self, pod: Pod, direction: Direction) -> Isolation | None:
         labels = self._ns_labels(pod)
@@ -541,8 +575,8 @@ class ReferenceSemantics:
         for stmt in self._default_statements():
             if stmt.action == "allow" and self._explicit(stmt, pod, direction, other, conn):
                 return Verdict(True, (stmt.where,))
-        for stmt in self.statements:
-            if self._half_in_default_tier(stmt, pod, direction) and self._half(stmt, pod, direction, other, conn):
+        for stmt in self.statements:  # every other half is in the default tier too (a tier's also in its tier)
+            if self._half(stmt, pod, direction, other, conn):
                 return Verdict(True, (f"{stmt.where} (other half)",))
         why = [f"{isolation.where}"] if isolation is not None else []
         why += [f"{pod} {direction} is restricted by {s.where}" for s in self._default_statements()

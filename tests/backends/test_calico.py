@@ -722,10 +722,15 @@ def test_selectors_are_rendered_in_calico_syntax() -> None:
     assert rules(objects, "a") == [{"action": "Allow", "protocol": "TCP",
                                     "source": {"namespaceSelector": "projectcalico.org/name == 'monitoring'"},
                                     "destination": {"ports": [80]}}]
-    # f's egress: the other halves of `b accepts all pods` and `f accepts all pods in all namespaces` (f is
-    # among those pods and its egress is restricted), then its own statement
+    # f's egress: the other halves of `b accepts all pods`, `d accepts namespaces[team=obs]` (where
+    # production has team=obs) and `f accepts all pods in all namespaces` (f is among those pods and its
+    # egress is restricted), then its own statement
+    in_production_if_obs = {"namespaceSelector": "projectcalico.org/name == 'production' && team == 'obs'",
+                            "selector": "has(k)"}
     assert rules(objects, "f", "egress") == [
         {"action": "Allow", "protocol": "TCP", "destination": {"selector": "k in {'a', 'b'}", "ports": ["8000:9000"]}},
+        {"action": "Allow", "protocol": "UDP", "destination": in_production_if_obs},
+        {"action": "Allow", "protocol": "TCP", "destination": {**in_production_if_obs, "ports": [443]}},
         {"action": "Allow", "destination": {"selector": "app == 'x' && !has(legacy) && tier in {'a', 'b'}"}},
         {"action": "Allow", "protocol": "UDP",
          "destination": {"namespaceSelector": "projectcalico.org/name == 'monitoring'"}},
