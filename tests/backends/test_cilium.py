@@ -204,7 +204,7 @@ cluster {
   isolate
   allow dns
   service untiered = !tier
-  untiered accepts pods[!internal], pods[tier notin (db)] on 8080
+  untiered accepts pods[!internal] in all namespaces, pods[tier notin (db)] in all namespaces on 8080
   all pods connects to namespaces[kubernetes.io/metadata.name notin (kube-system)] on 9999
 }
 cluster including system {
@@ -689,6 +689,8 @@ NEGATIVE_PEERS = [
 def test_negative_only_peers_admit_no_reserved_identity(peer: str, block: str) -> None:
     """A peer selector with only NotIn / DoesNotExist requirements means pods: the emitted selector must
     not admit the Internet, the nodes or any other identity of Cilium's that carries no pod labels."""
+    if block == "cluster" and peer.startswith("pods[") and " in " not in peer:
+        peer += " in all namespaces"  # a cluster block's peers name their namespaces
     text = (f"{block} {{\n  service backend = app=backend\n"
             f"  backend accepts {peer} on 8080\n  backend connects to {peer} on 8080\n}}\n")
     topology = Topology({"production": {}}, (BACKEND, PLAIN), (WORLD, *IDENTITIES))
@@ -704,7 +706,7 @@ def test_negative_only_peers_admit_no_reserved_identity(peer: str, block: str) -
     "cluster {\n  isolate\n}\n",
     "cluster including system {\n  isolate\n}\n",
     "cluster namespaces[env notin (dev)] {\n  isolate ingress\n}\n",
-    "cluster {\n  service untiered = !tier\n  untiered accepts pods[app=x] on 80\n}\n",
+    "cluster {\n  service untiered = !tier\n  untiered accepts pods[app=x] in all namespaces on 80\n}\n",
 ])
 def test_clusterwide_isolation_spares_ciliums_own_endpoints(text: str) -> None:
     """A CiliumClusterwideNetworkPolicy's endpointSelector also selects the health and Ingress endpoints
