@@ -479,11 +479,21 @@ def _side_results(index: Index, probe: Probe, egress: Sequence[Group], ingress: 
         memo_egress.run(k, g.plan, (probe[0], *(egress_ids[j] for j in memo_egress.keys[k])), ports, everything)
         for k, g in enumerate(egress)]
     numeric = [p is not None and any(_numeric_match(item, probe) for item in p) for p in memo_ingress.ports]
+    # No pod binds a named port of its own (a class topology: the probe says which): then the probe
+    # alone decides every port list for every pod, and one pod stands for all.
+    alike = not index.named and index.pods
+    if alike:
+        shared = _ingress_ports(probe, index, (index.pods & -index.pods).bit_length() - 1)
+        matched = [numeric[j] or bool(shared(p)) for j, p in enumerate(memo_ingress.ports)]
     ingress_results = []
     for k, g in enumerate(ingress):
-        rep = (g.members & -g.members).bit_length() - 1
-        ingress_ports = _ingress_ports(probe, index, rep)
-        signature = tuple(numeric[j] or bool(ingress_ports(memo_ingress.ports[j])) for j in memo_ingress.keys[k])
+        if alike and not g.members & ~index.pods:
+            ingress_ports = shared
+            signature = tuple(matched[j] for j in memo_ingress.keys[k])
+        else:
+            rep = (g.members & -g.members).bit_length() - 1
+            ingress_ports = _ingress_ports(probe, index, rep)
+            signature = tuple(numeric[j] or bool(ingress_ports(memo_ingress.ports[j])) for j in memo_ingress.keys[k])
         ingress_results.append(memo_ingress.run(k, g.plan, (probe[0], *signature), ingress_ports, everything))
     return egress_results, ingress_results
 

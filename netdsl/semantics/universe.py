@@ -604,10 +604,11 @@ def _named_probes(m: Mentions, probes: Sequence[Probe]) -> list[Probe]:
     return out
 
 
-def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.Workload]) -> str:
-    """A readable name for a pod class: the services it belongs to, else its labels."""
-    named = sorted({s.name for s in services if s.declared and s.selector.matches(dict(labels)) and (
-        s.namespace == namespace if s.cluster is None else True)})
+def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str, Sequence[ir.Workload]]) -> str:
+    """A readable name for a pod class: the services it belongs to (services: by namespace, "" for
+    those of cluster blocks), else its labels."""
+    named = sorted({s.name for s in (*services.get(namespace, ()), *services.get("", ()))
+                    if s.declared and s.selector.matches(dict(labels))})
     if named:
         return "+".join(named)
     if not labels:
@@ -615,8 +616,16 @@ def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.W
     return "pod{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
-def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
-           fallback: Sequence[ir.Workload] = ()) -> Universe:
+def _by_namespace(services: Sequence[ir.Workload]) -> dict[str, list[ir.Workload]]:
+    out: dict[str, list[ir.Workload]] = defaultdict(list)
+    for s in services:
+        out[s.namespace if s.cluster is None else ""].append(s)
+    return out
+
+
+def _build(m: Mentions, targets: Sequence[str], services_seq: Sequence[ir.Workload],
+           fallback_seq: Sequence[ir.Workload] = ()) -> Universe:
+    services, fallback = _by_namespace(services_seq), _by_namespace(fallback_seq)
     probes = _probes(m)
     probes = (*probes, *_named_probes(m, probes))
     namespaces: dict[str, dict[str, str]] = {}

@@ -298,3 +298,35 @@ def test_a_namespace_with_and_without_its_declared_labels(target: str) -> None:
     assert len(staging) >= 2  # staging with env=staging, and staging without it
     assert any(dict(labels).get("env") == "staging" for _, labels in staging)
     assert any("env" not in dict(labels) for _, labels in staging)
+
+
+NAMED = """\
+pod networks = 10.244.0.0/16
+namespace shop labels team=a {
+  isolate
+  service web = app=web
+  service api = app=api, tier in (x, y)
+  web connects to api on http, 8080
+  api accepts pods[role=probe] in namespaces[team=a] on metrics/udp, 9000-9001
+  web connects to cidr 0.0.0.0/0 except 192.0.2.0/24 on 443
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["vanilla", "calico", "cilium"])
+def test_the_fast_matrix_is_decide_on_class_topologies(target: str) -> None:
+    """Over the class topology (pods without named ports of their own, probes that bind them, replica
+    cells, namespace variants, pod addresses, the target's identities), the fast matrix agrees with
+    decide() for the program and the target."""
+    from netdsl.semantics.matrix import by_decide
+    from netdsl.semantics.targets import EVALUATOR_BY_TARGET
+
+    result = compile_paths_text(NAMED, target)
+    assert result.ok and result.program is not None, [d.message for d in result.diagnostics if d.is_error]
+    objects = [m.body for m in result.manifests]
+    universe = build(result.program, {target: objects})
+    topology = universe.topology
+    probes = [p for p in universe.probes if p[1] in (443, 8080, 9000, 9002) or len(p) > 2][:40]
+    assert any(len(p) > 2 for p in probes)  # named-port probes are among them
+    for evaluator in (ProgramSemantics(result.program, topology), EVALUATOR_BY_TARGET[target](objects, topology)):
+        assert matrix(evaluator, topology, probes) == by_decide(evaluator, topology, probes)
