@@ -35,6 +35,7 @@ from typing import Protocol as TypingProtocol
 
 from netdsl import ir
 from netdsl.ir import Direction, Protocol
+from netdsl.netset import NetSet
 from netdsl.semantics import calico as calico_semantics
 from netdsl.semantics import cilium as cilium_semantics
 from netdsl.semantics import program as program_semantics
@@ -280,10 +281,10 @@ class Index:
         return 0
 
     def external_in(self, nets: Sequence[ir.IPNetwork], excepts: Sequence[ir.IPNetwork] = ()) -> int:
+        within, outside = NetSet(nets), NetSet(excepts)
+
         def inside(e: Endpoint) -> bool:
-            return isinstance(e, External) and any(
-                e.address.version == n.version and e.address in n for n in nets
-            ) and not any(e.address.version == x.version and e.address in x for x in excepts)
+            return isinstance(e, External) and e.address in within and e.address not in outside
 
         return self.where(self.externals, inside)
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from netdsl import ir
 from netdsl.ir import Direction
+from netdsl.netset import net_set
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
@@ -38,7 +39,7 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
             and endpoint.identity in ADDRESS_IDENTITIES
             and endpoint.address.version == peer.cidr.version
             and endpoint.address in peer.cidr
-            and not any(endpoint.address in e for e in peer.excepts)
+            and endpoint.address not in net_set(peer.excepts)
         )
     if isinstance(peer, ir.FqdnPeer):
         return (isinstance(endpoint, External) and endpoint.identity is None and endpoint.name is not None

@@ -1,0 +1,74 @@
+"""Near-linear cost in every dimension of input size (issue 9, class 5), checked without timing.
+
+Each test runs a command in-process on benchmarks/scale.py's generated program at N and 4N under
+cProfile and compares the number of Python function calls: linear work grows ~4x, quadratic ~16x.
+The bound (GROWTH) sits between them, so a return to quadratic behaviour fails deterministically
+whatever the machine's load. A warm-up run first keeps one-off work (the grammar) out of the count.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import importlib.util
+import ipaddress
+import pstats
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from click.testing import CliRunner
+
+from netdsl.cli import main
+from netdsl.netset import NetSet, net_set_of
+
+ROOT = Path(__file__).resolve().parent.parent
+GROWTH = 6.0  # of the call count from N to 4N: linear ~4, quadratic ~16
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("scale_bench", ROOT / "benchmarks" / "scale.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+scale = _bench()
+
+
+def _run(tmp: Path, dim: str, command: str, n: int) -> tuple[int, str]:
+    a, b = tmp / f"{dim}{n}a.seg", tmp / f"{dim}{n}b.seg"
+    a.write_text(scale.program(dim, n))
+    b.write_text(scale.program(dim, n, changed=True))
+    profile = cProfile.Profile()
+    profile.enable()
+    result = CliRunner().invoke(main, scale.args_for(command, a, b))
+    profile.disable()
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return pstats.Stats(profile).total_calls, result.output  # type: ignore[attr-defined]
+
+
+def growth(tmp: Path, dim: str, command: str, n: int) -> float:
+    _run(tmp, dim, command, 2)  # warm-up: grammar, caches
+    small, _ = _run(tmp, dim, command, n)
+    large, _ = _run(tmp, dim, command, 4 * n)
+    return large / small
+
+
+@pytest.mark.parametrize("command", ["explain", "compile-calico", "compile-vanilla"])
+def test_except_blocks_cost_linear(tmp_path: Path, command: str) -> None:
+    # every address class was tested against every except block (1,000 excepts: explain 18 s)
+    assert growth(tmp_path, "excepts", command, 60) < GROWTH
+
+
+def test_net_set_membership() -> None:
+    nets = [ipaddress.ip_network(t) for t in ("10.0.0.0/24", "10.0.1.0/24", "10.0.3.0/24", "fd00::/64")]
+    s = NetSet(nets)
+    for text, inside in [("10.0.0.0", True), ("10.0.1.255", True), ("10.0.2.0", False), ("10.0.3.7", True),
+                         ("9.255.255.255", False), ("10.0.4.0", False), ("fd00::1", True), ("fd01::", False)]:
+        assert (ipaddress.ip_address(text) in s) is inside, text
+    assert "10.0.0.1" not in s  # not an address object
+    assert not NetSet(()) and s
+    texts = ["192.0.2.0/25", "192.0.2.128/25"]
+    assert net_set_of(texts) is net_set_of(texts)  # parsed once per list
+    assert ipaddress.ip_address("192.0.2.200") in net_set_of(texts)
