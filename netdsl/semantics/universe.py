@@ -49,6 +49,7 @@ MAX_NAMED_EXTERNALS = 256
 # Size guard: a class topology beyond this many endpoints is refused (the caller says so) rather
 # than exhausting memory; real programs stay far below it (see benchmarks/verify.py).
 MAX_ENDPOINTS = 60_000
+MAX_DISJOINT_KEYS = 16  # of one selector: past them, its outside classes may overlap (see refine)
 
 NsScope = Callable[[str, Mapping[str, str]], bool] | None  # None: every namespace
 
@@ -111,7 +112,11 @@ def _restrict(cell: Cell, key: str, allowed: Atoms, space: Space) -> Cell | None
 
 
 def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
-    """Split every cell into its part inside `constraint` and disjoint parts outside it."""
+    """Split every cell into its part inside `constraint` and parts outside it: disjoint ones (the
+    outside part for key k also meets the keys before k) for the first MAX_DISJOINT_KEYS keys, then
+    parts that restrict only their own key. Those overlap - a cover, not a partition, so two classes
+    may behave alike - but each is still entirely outside the constraint, and their size stays linear:
+    disjoint parts of a selector with n requirements would carry n*n/2 label constraints."""
     out: list[Cell] = []
     keys = sorted(constraint)
     for cell in cells:
@@ -129,14 +134,15 @@ def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
             continue
         out.append(inside)
         prefix: Cell | None = cell
-        for k in keys:
+        for n, k in enumerate(keys):
             assert prefix is not None
-            outside = _restrict(prefix, k, space.atoms(k) - constraint[k], space)
+            outside = _restrict(prefix if n < MAX_DISJOINT_KEYS else cell, k, space.atoms(k) - constraint[k], space)
             if outside is not None:
                 out.append(outside)
-            prefix = _restrict(prefix, k, constraint[k], space)
-            if prefix is None:
-                break
+            if n < MAX_DISJOINT_KEYS:
+                prefix = _restrict(prefix, k, constraint[k], space)
+                if prefix is None:
+                    break
     return out
 
 
