@@ -122,3 +122,9 @@ def test_large_selector_classes_stay_small_and_cover() -> None:
 
 def _atom(labels: dict[str, str], key: str) -> str:
     return labels.get(key, ABSENT)
+
+
+@pytest.mark.parametrize("command", ["compile-vanilla", "diff"])
+def test_services_cost_linear(tmp_path: Path, command: str) -> None:
+    # every pod class was named by testing it against every service of every namespace
+    assert growth(tmp_path, "services", command, 50) < GROWTH

@@ -616,10 +616,20 @@ def _named_probes(m: Mentions, probes: Sequence[Probe]) -> list[Probe]:
     return out
 
 
-def _pod_name(namespace: str, labels: Mapping[str, str], services: Sequence[ir.Workload]) -> str:
+def _by_namespace(services: Sequence[ir.Workload]) -> dict[str | None, list[ir.Workload]]:
+    """Declared services by namespace (None: cluster blocks, which apply in every namespace), so a pod
+    class is named from its own namespace's services, not tested against every service of the program."""
+    out: dict[str | None, list[ir.Workload]] = defaultdict(list)
+    for s in services:
+        if s.declared:
+            out[None if s.cluster is not None else s.namespace].append(s)
+    return out
+
+
+def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str | None, list[ir.Workload]]) -> str:
     """A readable name for a pod class: the services it belongs to, else its labels."""
-    named = sorted({s.name for s in services if s.declared and s.selector.matches(dict(labels)) and (
-        s.namespace == namespace if s.cluster is None else True)})
+    mine = (*services.get(namespace, ()), *services.get(None, ()))
+    named = sorted({s.name for s in mine if s.selector.matches(dict(labels))})
     if named:
         return "+".join(named)
     if not labels:
@@ -638,6 +648,7 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
     # without them, outside every CIDR (the documented assumption the cidr-may-match-pods warning names)
     pod_address = m.pod_networks[0].network_address if m.pod_networks else None
     label_sets: dict[tuple[tuple[str, str], ...], None] = {}
+    by_namespace, fallback_by_namespace = _by_namespace(services), _by_namespace(fallback)
     for name, variant, labels in _namespace_cells(m):
         if variant:
             variants[(name, variant)] = labels
@@ -647,9 +658,9 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
         taken: set[str] = set()
         for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}):
             label_sets[tuple(sorted(pod_labels.items()))] = None
-            readable = _pod_name(name, pod_labels, services)
+            readable = _pod_name(name, pod_labels, by_namespace)
             if readable.startswith("pod{") and fallback:
-                readable = _pod_name(name, pod_labels, fallback)
+                readable = _pod_name(name, pod_labels, fallback_by_namespace)
             base = _fresh(taken, readable + suffix)
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant, pod_address))
