@@ -46,6 +46,7 @@ from netdsl.semantics.engine import (
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import Endpoint, External, Topology, topology_from_program
 from netdsl.semantics.topology import TopologyError, read_topology
+from netdsl.semantics.universe import TooLargeError
 
 EXIT_INPUT = 1
 
@@ -293,7 +294,10 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     given = None
     if topology_dir is not None:
         given = with_externals(_read_topology(topology_dir), topology_from_program(program))
-    analysis = analyse(result, list(dict.fromkeys(targets)) or default_targets(), given)
+    try:
+        analysis = analyse(result, list(dict.fromkeys(targets)) or default_targets(), given)
+    except TooLargeError as exc:
+        _fail(f"cannot explain: the program has {exc}, the limit\nhint: {TooLargeError.HINT}")
     topology = analysis.topology
     try:
         src = dst = None
@@ -361,7 +365,10 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
         _report(both, "text")
         sys.exit(EXIT_INPUT)
     topology = None if topology_dir is None else _read_topology(topology_dir)
-    d = difference(before.program, after.program, old, new, topology)
+    try:
+        d = difference(before.program, after.program, old, new, topology)
+    except TooLargeError as exc:
+        _fail(f"cannot compare: the programs have {exc}, the limit\nhint: {TooLargeError.HINT}")
     render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
     _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:

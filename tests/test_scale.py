@@ -128,3 +128,22 @@ def _atom(labels: dict[str, str], key: str) -> str:
 def test_services_cost_linear(tmp_path: Path, command: str) -> None:
     # every pod class was named by testing it against every service of every namespace
     assert growth(tmp_path, "services", command, 50) < GROWTH
+
+
+def test_huge_class_topology_is_refused_early(tmp_path: Path) -> None:
+    # 17 independent labels: 2**17 pod classes. Refused as a `limit` error with a hint - no traceback,
+    # and before the classes are built (the refinement stops at the limit): the call count stays small
+    lines = ["namespace big {", "  isolate", "  allow dns"]
+    lines += [f"  service s{i} = k{i}=x" for i in range(17)]
+    lines += [f"  s{i} accepts s{i - 1} on 80" for i in range(1, 17)]
+    path = tmp_path / "huge.seg"
+    path.write_text("\n".join([*lines, "}"]) + "\n")
+    for args in (["compile", str(path)], ["explain", str(path)], ["diff", str(path), str(path)]):
+        profile = cProfile.Profile()
+        profile.enable()
+        result = CliRunner().invoke(main, args)
+        profile.disable()
+        assert result.exit_code == 1, (args, result.output)
+        assert isinstance(result.exception, SystemExit)
+        assert "more than 60000 endpoint classes" in result.output and "hint:" in result.output
+        assert pstats.Stats(profile).total_calls < 5_000_000  # type: ignore[attr-defined]

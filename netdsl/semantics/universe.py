@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netdsl import ir
+from netdsl.diagnostics import Diagnostic, error
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import External, Pod, Topology
@@ -56,6 +57,10 @@ NsScope = Callable[[str, Mapping[str, str]], bool] | None  # None: every namespa
 
 class TooLargeError(ValueError):
     """The class topology would exceed MAX_ENDPOINTS."""
+
+    HINT = ("the program's selectors overlap in too many ways to judge every case (each independent "
+            "label a selector tests doubles the classes): test fewer independent labels, or split the "
+            "program")
 
 
 # ------------------------------------------------------------------------------------------ cells
@@ -511,7 +516,12 @@ def _namespace_cells(m: Mentions) -> list[tuple[str, int, dict[str, str]]]:
     return out
 
 
-def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str]) -> list[dict[str, str]]:
+def too_large(exc: TooLargeError, what: str) -> Diagnostic:
+    """A class topology past its size limit, as an error: refused rather than exhausting memory."""
+    return error("limit", f"{what}: the program has {exc}, the limit", None, TooLargeError.HINT)
+
+
+def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str], budget: int = MAX_ENDPOINTS) -> list[dict[str, str]]:
     space = m.pod_space
     cells: list[Cell] = [{}]
     seen: set[ir.Selector] = set()
@@ -536,6 +546,8 @@ def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str]) -> list[dict[s
         constraint = space.constraint(selector)
         if constraint is not None:
             cells = refine(cells, constraint, space)
+            if len(cells) > budget:  # refuse as soon as it is too large, not after building it all
+                raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
     return [example(c, space) for c in cells]
 
 
@@ -656,7 +668,7 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
             namespaces[name] = labels
         suffix = "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if variant else ""
         taken: set[str] = set()
-        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}):
+        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}, MAX_ENDPOINTS - len(pods)):
             label_sets[tuple(sorted(pod_labels.items()))] = None
             readable = _pod_name(name, pod_labels, by_namespace)
             if readable.startswith("pod{") and fallback:
