@@ -3,7 +3,8 @@
 
 Rule: every command stays near-linear in its input (10N costs ~10x N; flagged above --flag, 15x by
 default) with bounded memory. Each (dimension, size, command) runs in a fresh subprocess that builds the
-CLI in-process (click's runner, no process start-up in the figure) and reports its CPU time and its peak
+CLI in-process (click's runner, no process start-up in the figure; it imports the netdsl of the
+Python running this script, never one from the current directory) and reports its CPU time and its peak
 resident memory (getrusage maxrss of that subprocess, so one run's memory never hides another's).
 
 Dimensions (each a deterministic generated program):
@@ -96,13 +97,13 @@ def args_for(command: str, path: Path, changed: Path) -> list[str]:
 def baseline_rss(timeout: float) -> float:
     code = "import resource, click.testing, netdsl.cli; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                timeout=timeout).stdout)
+                                timeout=timeout, cwd="/").stdout)
 
 
 def run(command: str, path: Path, changed: Path, timeout: float) -> dict[str, object]:
     try:
         done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args_for(command, path, changed))],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, cwd=path.parent)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout {timeout:.0f}s"}
     if done.returncode != 0:
@@ -137,7 +138,7 @@ def main() -> int:
     print(f"{'dimension':<13} {'command':<16} {'N':>6} {'at N':>22} {'10N':>6} {'at 10N':>22}  growth")
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        root = opts.keep or Path(tmp)
+        root = (opts.keep or Path(tmp)).resolve()
         for dim in opts.dims:
             n = sizes[dim]
             paths = {}
