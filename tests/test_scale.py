@@ -181,3 +181,10 @@ def _calls(run: Callable[[], object]) -> int:
     profile.disable()
     calls: int = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
     return calls
+
+
+@pytest.mark.parametrize("command", ["compile-calico", "diff"])
+def test_selector_requirements_cost_linear_on_calico_and_diff(tmp_path: Path, command: str) -> None:
+    # host endpoints (one per pod label class) all hashed alike; pod classes were named with a copy of
+    # every name taken; the program's rules and peers were matched against a pod once per connection
+    assert growth(tmp_path, "requirements", command, 60) < GROWTH

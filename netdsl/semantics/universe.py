@@ -151,9 +151,9 @@ def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
     return out
 
 
-def _fresh(taken: Iterable[str], stem: str) -> str:
-    used = set(taken)
-    n = 0
+def _fresh(taken: Iterable[str], stem: str, start: int = 0) -> str:
+    used = taken if isinstance(taken, (set, frozenset)) else set(taken)  # no copy per call
+    n = start
     while True:
         candidate = stem if n == 0 else f"{stem}{n}"
         if candidate not in used:
@@ -668,12 +668,15 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
             namespaces[name] = labels
         suffix = "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if variant else ""
         taken: set[str] = set()
+        tried: dict[str, int] = {}
         for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}, MAX_ENDPOINTS - len(pods)):
             label_sets[tuple(sorted(pod_labels.items()))] = None
             readable = _pod_name(name, pod_labels, by_namespace)
             if readable.startswith("pod{") and fallback:
                 readable = _pod_name(name, pod_labels, fallback_by_namespace)
-            base = _fresh(taken, readable + suffix)
+            stem = readable + suffix
+            base = _fresh(taken, stem, tried.get(stem, 0))
+            tried[stem] = int(base[len(stem):] or 0) + 1  # the next free suffix: no rescan from 0
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant, pod_address))
             if len(pods) > MAX_ENDPOINTS:
