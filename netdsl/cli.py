@@ -28,6 +28,7 @@ from netdsl.diff import render_markdown as render_diff_markdown
 from netdsl.diff import render_text as render_diff_text
 from netdsl.explain import (
     BUG,
+    MAX_MATRIX_CELLS,
     explain_connection,
     explain_matrix,
     render_connection_json,
@@ -318,6 +319,11 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
             raise EndpointError(f"--to {dst_text}: a port needs --from too")
     except EndpointError as exc:
         _fail(str(exc))
+    n = len(topology.endpoints)
+    if src is None and dst is None and n * n > MAX_MATRIX_CELLS:  # its text alone grows with n * n
+        _fail(f"the whole matrix has {n} rows and {n} columns, more than explain shows ({MAX_MATRIX_CELLS:,} "
+              "cells)\nhint: give --from or --to (a service, `ns/service` or an address) to see one row or "
+              "column; `netdsl check` and `netdsl compile` still prove the program")
     outside = tuple(e for e in (src, dst) if isinstance(e, External) and e not in topology.externals)
     if outside:  # an address the topology does not probe: add it
         topology = Topology(topology.namespaces, topology.pods, (*topology.externals, *outside), topology.variants)

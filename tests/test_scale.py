@@ -188,3 +188,17 @@ def test_selector_requirements_cost_linear_on_calico_and_diff(tmp_path: Path, co
     # host endpoints (one per pod label class) all hashed alike; pod classes were named with a copy of
     # every name taken; the program's rules and peers were matched against a pod once per connection
     assert growth(tmp_path, "requirements", command, 60) < GROWTH
+
+
+def test_whole_matrix_past_its_limit_asks_for_from_or_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # explain's whole matrix is classes x classes characters: past MAX_MATRIX_CELLS it is refused with a
+    # hint (a 4,000-requirement selector: 12,013 classes, 28 s and 3 GB of text before)
+    import netdsl.cli
+
+    path = tmp_path / "p.seg"
+    path.write_text(scale.program("requirements", 20))
+    monkeypatch.setattr(netdsl.cli, "MAX_MATRIX_CELLS", 100)
+    result = CliRunner().invoke(main, ["explain", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "more than explain shows (100 cells)" in result.output and "hint: give --from or --to" in result.output
+    assert CliRunner().invoke(main, ["explain", str(path), "--from", "app/web"]).exit_code == 0
