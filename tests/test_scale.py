@@ -129,8 +129,34 @@ def _atom(labels: dict[str, str], key: str) -> str:
 
 @pytest.mark.parametrize("command", ["compile-vanilla", "diff"])
 def test_services_cost_linear(tmp_path: Path, command: str) -> None:
-    # every pod class was named by testing it against every service of every namespace
     assert growth(tmp_path, "services", command, 50) < GROWTH
+
+
+def test_pod_classes_are_named_from_their_own_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every pod class was named by testing it against every service of every namespace: selector tests
+    # while building the class topology grew with services x services
+    from netdsl.compiler import check
+    from netdsl.semantics.universe import build
+
+    counted = [0]
+    original = ir.Selector.matches
+
+    def matches(self: ir.Selector, labels: dict[str, str]) -> bool:
+        counted[0] += 1
+        return original(self, labels)
+
+    def tests(n: int) -> int:
+        path = tmp_path / f"s{n}.seg"
+        path.write_text(scale.program("services", n))
+        program = check([str(path)]).program
+        assert program is not None
+        counted[0] = 0
+        with monkeypatch.context() as m:
+            m.setattr(ir.Selector, "matches", matches)
+            build(program)
+        return counted[0]
+
+    assert tests(400) / tests(100) < GROWTH
 
 
 def test_huge_class_topology_is_refused_early(tmp_path: Path) -> None:
