@@ -115,7 +115,7 @@ def run(command: str, path: Path, changed: Path, timeout: float) -> dict[str, ob
 def cell(r: dict[str, object]) -> str:
     if "error" in r:
         return str(r["error"])
-    note = f" exit {r['exit']}" if r["exit"] not in (0, 1) else ""
+    note = f" exit {r['exit']}" if r["exit"] != 0 else ""  # 1: refused (a limit) or an input error
     note += f" EXC {r['exc']}" if r["exc"] else ""
     return f"{r['cpu']:7.2f}s {r['rss']:6.0f}MiB{note}"
 
