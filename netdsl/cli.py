@@ -28,6 +28,7 @@ from netdsl.diff import render_markdown as render_diff_markdown
 from netdsl.diff import render_text as render_diff_text
 from netdsl.explain import (
     BUG,
+    MAX_MATRIX_CELLS,
     explain_connection,
     explain_matrix,
     render_connection_json,
@@ -46,6 +47,7 @@ from netdsl.semantics.engine import (
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import Endpoint, External, Topology, topology_from_program
 from netdsl.semantics.topology import TopologyError, read_topology
+from netdsl.semantics.universe import TooLargeError
 
 EXIT_INPUT = 1
 
@@ -293,7 +295,10 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     given = None
     if topology_dir is not None:
         given = with_externals(_read_topology(topology_dir), topology_from_program(program))
-    analysis = analyse(result, list(dict.fromkeys(targets)) or default_targets(), given)
+    try:
+        analysis = analyse(result, list(dict.fromkeys(targets)) or default_targets(), given)
+    except TooLargeError as exc:
+        _fail(f"cannot explain: the program has {exc}, the limit\nhint: {TooLargeError.HINT}")
     topology = analysis.topology
     try:
         src = dst = None
@@ -314,6 +319,11 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
             raise EndpointError(f"--to {dst_text}: a port needs --from too")
     except EndpointError as exc:
         _fail(str(exc))
+    n = len(topology.endpoints)
+    if src is None and dst is None and n * n > MAX_MATRIX_CELLS:  # its text alone grows with n * n
+        _fail(f"the whole matrix has {n} rows and {n} columns, more than explain shows ({MAX_MATRIX_CELLS:,} "
+              "cells)\nhint: give --from or --to (a service, `ns/service` or an address) to see one row or "
+              "column; `netdsl check` and `netdsl compile` still prove the program")
     outside = tuple(e for e in (src, dst) if isinstance(e, External) and e not in topology.externals)
     if outside:  # an address the topology does not probe: add it
         topology = Topology(topology.namespaces, topology.pods, (*topology.externals, *outside), topology.variants)
@@ -361,7 +371,10 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
         _report(both, "text")
         sys.exit(EXIT_INPUT)
     topology = None if topology_dir is None else _read_topology(topology_dir)
-    d = difference(before.program, after.program, old, new, topology)
+    try:
+        d = difference(before.program, after.program, old, new, topology)
+    except TooLargeError as exc:
+        _fail(f"cannot compare: the programs have {exc}, the limit\nhint: {TooLargeError.HINT}")
     render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
     _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:

@@ -21,6 +21,7 @@ from netdsl.lower import lower
 from netdsl.parse import parse
 from netdsl.semantics.expect import check_expectations
 from netdsl.semantics.lints import semantic_lints
+from netdsl.semantics.universe import TooLargeError, too_large
 from netdsl.semantics.verify import prove
 from netdsl.source import SourceFile, Span
 from netdsl.widen import widen
@@ -280,7 +281,10 @@ def compile_checked(result: Result, target: str, options: Options | None = None,
 
 def translation_errors(program: ir.Program, target: str, objects: Sequence[Mapping[str, Any]]) -> list[Diagnostic]:
     """Translation validation: the objects allow exactly what the program allows, in every cluster."""
-    proof = prove(program, target, objects)
+    try:
+        proof = prove(program, target, objects)
+    except TooLargeError as exc:
+        return [too_large(exc, f"cannot prove the {target} output")]
     if proof.holds:
         return []
     first = proof.counterexamples[0]

@@ -130,8 +130,8 @@ def _unsafe(ch: str) -> bool:
 
 def printable(text: str, keep: str = "\n") -> str:
     """Text for a terminal: every unsafe character but those in `keep` written as an escape (`\\x1b`)."""
-    if text.isprintable():  # the common case, fast
-        return text
+    if text.isprintable() or text.translate(dict.fromkeys(map(ord, keep))).isprintable():  # common, fast
+        return text  # (a whole explain matrix is megabytes of lines: no Python loop per character)
     return "".join(_escape(ch) if ch not in keep and _unsafe(ch) else ch for ch in text)
 
 

@@ -151,6 +151,11 @@ class MatrixReport:
         return lines
 
 
+# The whole matrix (no --from/--to) is shown up to this many cells: 5,000 classes. Past it, its text
+# alone would take gigabytes; explain asks for --from or --to instead.
+MAX_MATRIX_CELLS = 25_000_000
+
+
 def explain_matrix(evaluators: Mapping[str, Evaluator | Unavailable], topology: Topology, probes: Sequence[Probe],
                    sources: Sequence[Endpoint] | None = None,
                    destinations: Sequence[Endpoint] | None = None, every_cluster: bool = False) -> MatrixReport:

@@ -101,10 +101,21 @@ def namespace_selector(match: ir.NamespaceMatch) -> str:
 
 
 def exact_nets(peer: ir.CidrPeer) -> list[str]:
-    """The CIDR minus its except blocks, as a list of CIDRs (for network sets, which have no except)."""
-    nets = [peer.cidr]
-    for ex in peer.excepts:
-        nets = [piece for n in nets for piece in (n.address_exclude(ex) if ex.subnet_of(n) else [n])]  # type: ignore[arg-type]
+    """The CIDR minus its except blocks, as a list of CIDRs (for network sets, which have no except).
+    The gaps between the sorted except blocks, each summarized into CIDRs: O(n log n) in the excepts
+    (cutting each except out of every piece so far was quadratic)."""
+    cidr = peer.cidr
+    inside = sorted((int(ex.network_address), int(ex.broadcast_address)) for ex in peer.excepts
+                    if ex.version == cidr.version and ex.subnet_of(cidr))  # type: ignore[arg-type]
+    make = ipaddress.IPv4Address if cidr.version == 4 else ipaddress.IPv6Address
+    nets: list[ir.IPNetwork] = []
+    start, end = int(cidr.network_address), int(cidr.broadcast_address)
+    for lo, hi in inside:
+        if lo > start:
+            nets.extend(ipaddress.summarize_address_range(make(start), make(lo - 1)))
+        start = max(start, hi + 1)
+    if start <= end:
+        nets.extend(ipaddress.summarize_address_range(make(start), make(end)))
     return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[type-var]
 
 

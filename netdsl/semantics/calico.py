@@ -54,10 +54,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from netdsl.ir import DEFAULT_TIER_ORDER, Protocol
+from netdsl.netset import net_set, net_set_of
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
@@ -223,8 +224,8 @@ def address_of(endpoint: Endpoint) -> Address | None:
     return endpoint.address
 
 
-def _within(address: Address | None, nets: Iterable[Network]) -> bool:
-    return address is not None and any(address.version == n.version and address in n for n in nets)
+def _within(address: Address | None, nets: Sequence[Network]) -> bool:
+    return address is not None and address in net_set(nets)
 
 
 def _namespace_is(namespace: str) -> Predicate:
@@ -360,9 +361,9 @@ class CalicoSemantics:
 
     def entity_matches(self, entity: Mapping[str, Any], policy: Mapping[str, Any], endpoint: Endpoint) -> bool:
         address = address_of(endpoint)
-        if "nets" in entity and not _within(address, map(ipaddress.ip_network, entity["nets"])):
+        if "nets" in entity and address not in net_set_of(entity["nets"]):
             return False
-        if "notNets" in entity and _within(address, map(ipaddress.ip_network, entity["notNets"])):
+        if "notNets" in entity and address in net_set_of(entity["notNets"]):
             return False
         positive = self.rule_selector(entity, policy)
         if positive is not None and not self.member(positive, endpoint):

@@ -59,6 +59,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from netdsl.netset import net_set_of
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
@@ -184,8 +185,8 @@ class CiliumSemantics:
                     net = ipaddress.ip_network(cidr, strict=False)
                     if peer.address.version != net.version or peer.address not in net:
                         continue
-                    excepts = [] if isinstance(block, str) else block.get("except") or []
-                    if not any(peer.address in ipaddress.ip_network(e, strict=False) for e in excepts):
+                    excepts = None if isinstance(block, str) else block.get("except")
+                    if peer.address not in net_set_of(excepts):
                         return True
             elif key == f"{prefix}Entities":
                 if any(entity_matches(e, peer) for e in values):

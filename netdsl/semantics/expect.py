@@ -23,7 +23,7 @@ from netdsl.semantics.matrix import Evaluator, Matrix, Probe, matrix, probe_name
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.targets import EVALUATOR_BY_TARGET
-from netdsl.semantics.universe import build
+from netdsl.semantics.universe import TooLargeError, build, too_large
 from netdsl.semantics.verify import coexist, describe_endpoint
 
 
@@ -35,7 +35,10 @@ def check_expectations(
     if not program.expectations:
         return []
     objects = {t: list(o) for t, o in emitted.items()}
-    universe = build(program, objects)
+    try:
+        universe = build(program, objects)
+    except TooLargeError as exc:
+        return [too_large(exc, "cannot check the expectations")]
     topology = universe.topology
     evaluators: dict[str, Evaluator] = {"the program": ProgramSemantics(program, topology)}
     for target, objs in objects.items():

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, warning
+from netdsl.netset import PortSet
 from netdsl.semantics.matrix import matrix
 from netdsl.semantics.model import Connection, External, port_matches
 from netdsl.semantics.program import ProgramSemantics, peer_matches
@@ -64,6 +65,10 @@ def blocked_flows(program: ir.Program, universe: Universe | None = None) -> list
             and rule.subject.selector.matches(dict(p.labels))
         ]
         peers = [e for e in topology.endpoints if any(peer_matches(q, e, topology) for q in rule.peers)]
+        # the probes its numeric ports take, by bisection (a statement may list thousands of ports)
+        numeric = PortSet((pm.protocol, pm.port, pm.end_port) for pm in rule.ports if pm.name is None)
+        named = [pm for pm in rule.ports if pm.name is not None]
+        listed = [not rule.ports or numeric.contains(probe[0], probe[1]) for probe in probes]
         for s in subjects:
             for p in peers:
                 if rule.span in reported:
@@ -71,9 +76,9 @@ def blocked_flows(program: ir.Program, universe: Universe | None = None) -> list
                 src, dst = (p, s) if rule.direction is ir.Direction.INGRESS else (s, p)
                 if not coexist(src, dst):
                     continue
-                for probe in probes:
+                for k, probe in enumerate(probes):
                     conn = Connection(src, dst, *probe)
-                    if rule.ports and not any(port_matches(pm, conn) for pm in rule.ports):
+                    if not listed[k] and not any(port_matches(pm, conn) for pm in named):
                         continue
                     if m.is_allowed(src, dst, probe):
                         continue

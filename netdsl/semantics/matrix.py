@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import re
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from typing import Protocol as TypingProtocol
 
 from netdsl import ir
 from netdsl.ir import Direction, Protocol
+from netdsl.netset import NetSet, PortSet, by_identity
 from netdsl.semantics import calico as calico_semantics
 from netdsl.semantics import cilium as cilium_semantics
 from netdsl.semantics import program as program_semantics
@@ -280,10 +282,10 @@ class Index:
         return 0
 
     def external_in(self, nets: Sequence[ir.IPNetwork], excepts: Sequence[ir.IPNetwork] = ()) -> int:
+        within, outside = NetSet(nets), NetSet(excepts)
+
         def inside(e: Endpoint) -> bool:
-            return isinstance(e, External) and any(
-                e.address.version == n.version and e.address in n for n in nets
-            ) and not any(e.address.version == x.version and e.address in x for x in excepts)
+            return isinstance(e, External) and e.address in within and e.address not in outside
 
         return self.where(self.externals, inside)
 
@@ -356,60 +358,100 @@ def _named_mask(item: PortItem, probe: Probe, index: Index) -> int:
     return index.named.get((item.name, probe[0], probe[1]), 0)
 
 
+def _port_parts(ports: tuple[PortItem, ...]) -> tuple[PortSet, tuple[PortItem, ...]]:
+    """A port list as its numeric ranges (tested by bisection) and its named items; once per list."""
+    parts: tuple[PortSet, tuple[PortItem, ...]] = by_identity(ports, lambda: (
+        PortSet((it.protocol, it.lo, it.hi) for it in ports if it.name is None),
+        tuple(it for it in ports if it.name is not None)))
+    return parts
+
+
+def _numeric_any(ports: tuple[PortItem, ...], probe: Probe) -> bool:
+    """any(_numeric_match(item, probe) for item in ports), in O(log n)."""
+    return _port_parts(ports)[0].contains(probe[0], probe[1])
+
+
+def _numeric_signatures(items: Iterable[PortItem], probes: Sequence[Probe]) -> list[tuple[int, int]]:
+    """Per probe, a key equal for two probes of one protocol exactly when the same numeric items match
+    them (up to a 2**-128 chance): a sweep over the ports with each item's random weight XORed in while
+    it covers the port, so the cost is O((items + probes) log) instead of items x probes."""
+    ranged = sorted(((it.protocol, it.lo, it.hi if it.hi is not None else it.lo) for it in items
+                     if it.name is None and it.lo is not None), key=repr)
+    weights = random.Random(0)
+    spans = [(protocol, lo, hi, weights.getrandbits(128)) for protocol, lo, hi in ranged]
+    keys: list[tuple[int, int]] = [(0, 0)] * len(probes)
+    for protocol in {p[0] for p in probes}:
+        mine = [sp for sp in spans if sp[0] is None or sp[0] is protocol]
+        starts = sorted(mine, key=lambda sp: sp[1])
+        ends = sorted(mine, key=lambda sp: sp[2])
+        order = sorted((k for k, p in enumerate(probes) if p[0] is protocol), key=lambda k: probes[k][1])
+        h = count = i = j = 0
+        for k in order:
+            port = probes[k][1]
+            while i < len(starts) and starts[i][1] <= port:
+                h ^= starts[i][3]
+                count += 1
+                i += 1
+            while j < len(ends) and ends[j][2] < port:
+                h ^= ends[j][3]
+                count -= 1
+                j += 1
+            keys[k] = (h, count)
+    return keys
+
+
 def _probe_classes(compiled: Compiled, probes: Sequence[Probe], index: Index) -> dict[Hashable, list[int]]:
-    """Probes every port item treats alike share a class (by position in probes)."""
+    """Probes every port item treats alike share a class (by position in probes). Items matching every
+    port of a protocol treat that protocol's probes alike and need no key."""
     items: set[PortItem] = set()
     for tier in (*compiled.egress, *compiled.ingress):
         for rule in tier.rules:
             items.update(rule.ports or ())
-    ordered = sorted(items, key=repr)
+    named = sorted((it for it in items if it.name is not None), key=repr)
+    numeric = _numeric_signatures(items, probes)
     classes: dict[Hashable, list[int]] = defaultdict(list)
     for k, probe in enumerate(probes):
-        signature = (
-            probe[0],
-            tuple(_numeric_match(it, probe) for it in ordered),
-            tuple(_named_mask(it, probe, index) for it in ordered if it.name is not None),
-        )
+        signature = (probe[0], numeric[k], tuple(_named_mask(it, probe, index) for it in named))
         classes[signature].append(k)
     return classes
 
 
 def _egress_ports(probe: Probe, index: Index) -> Callable[[Ports], int]:
-    """Egress: the destinations a rule's ports let through (a named port depends on the destination)."""
-    cache: dict[Ports, int] = {}
+    """Egress: the destinations a rule's ports let through (a named port depends on the destination).
+    Cached by the list's identity: hashing a list of thousands of ports per lookup was quadratic."""
+    cache: dict[int, int] = {}
 
     def mask(ports: Ports) -> int:
         if ports is None:
             return index.all
-        got = cache.get(ports)
+        got = cache.get(id(ports))
         if got is None:
             got = 0
-            for item in ports:
-                if _numeric_match(item, probe):
-                    got = index.all
-                    break
-                got |= _named_mask(item, probe, index)
-            cache[ports] = got
+            if _numeric_any(ports, probe):
+                got = index.all
+            else:
+                for item in _port_parts(ports)[1]:
+                    got |= _named_mask(item, probe, index)
+            cache[id(ports)] = got
         return got
 
     return mask
 
 
 def _ingress_ports(probe: Probe, index: Index, pod: int) -> Callable[[Ports], int]:
-    """Ingress: everything or nothing, depending on the destination pod itself."""
-    cache: dict[Ports, int] = {}
+    """Ingress: everything or nothing, depending on the destination pod itself (cached as above)."""
+    cache: dict[int, int] = {}
 
     def mask(ports: Ports) -> int:
         if ports is None:
             return index.all
-        got = cache.get(ports)
+        got = cache.get(id(ports))
         if got is None:
             got = 0
-            for item in ports:
-                if _numeric_match(item, probe) or _named_mask(item, probe, index) >> pod & 1:
-                    got = index.all
-                    break
-            cache[ports] = got
+            if _numeric_any(ports, probe) or any(
+                    _named_mask(item, probe, index) >> pod & 1 for item in _port_parts(ports)[1]):
+                got = index.all
+            cache[id(ports)] = got
         return got
 
     return mask
@@ -478,7 +520,7 @@ def _side_results(index: Index, probe: Probe, egress: Sequence[Group], ingress: 
     egress_results = [
         memo_egress.run(k, g.plan, (probe[0], *(egress_ids[j] for j in memo_egress.keys[k])), ports, everything)
         for k, g in enumerate(egress)]
-    numeric = [p is not None and any(_numeric_match(item, probe) for item in p) for p in memo_ingress.ports]
+    numeric = [p is not None and _numeric_any(p, probe) for p in memo_ingress.ports]
     # No pod binds a named port of its own (a class topology: the probe says which): then the probe
     # alone decides every port list for every pod, and one pod stands for all.
     alike = not index.named and index.pods

@@ -51,6 +51,15 @@ class External:
     identity: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
+    def __hash__(self) -> int:
+        # the labels count: host endpoints differ only by them, and one hash for all of them made every
+        # dict of endpoints quadratic. Computed once (the labels are never changed after construction).
+        got: int | None = self.__dict__.get("_hash")
+        if got is None:
+            got = hash((self.address, self.name, self.identity, frozenset(self.labels.items())))
+            object.__setattr__(self, "_hash", got)
+        return got
+
     def __str__(self) -> str:
         if self.identity is not None:
             return f"{self.identity}({self.address})" if not self.labels else f"{self.identity}{dict(self.labels)}"

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from netdsl import ir
 from netdsl.ir import Direction
+from netdsl.netset import net_set
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
@@ -38,7 +39,7 @@ def peer_matches(peer: ir.Peer, endpoint: Endpoint, topology: Topology) -> bool:
             and endpoint.identity in ADDRESS_IDENTITIES
             and endpoint.address.version == peer.cidr.version
             and endpoint.address in peer.cidr
-            and not any(endpoint.address in e for e in peer.excepts)
+            and endpoint.address not in net_set(peer.excepts)
         )
     if isinstance(peer, ir.FqdnPeer):
         return (isinstance(endpoint, External) and endpoint.identity is None and endpoint.name is not None
@@ -57,6 +58,9 @@ def evaluation_order(r: ir.Rule) -> tuple[bool, str, int, int, bool]:
     """Rules of a tier in the order they are tried: source order, except that in the default tier (no
     `tier` block) deny statements come first - outside tiers a deny always wins, as in Cilium."""
     return (r.tier is None and r.action is not ir.Action.DENY, *r.span.sort_key, r.derived)
+
+
+PEER_CACHE = 200_000
 
 
 class ProgramSemantics:
@@ -78,15 +82,36 @@ class ProgramSemantics:
         self.rules: dict[tuple[str | None, Direction], list[ir.Rule]] = defaultdict(list)
         for r in sorted(program.rules, key=evaluation_order):
             self.rules[(r.tier, r.direction)].append(r)
+        # per pod and direction, the rules whose subject selects it, per tier: once per pod, not once
+        # per connection (a selector with n requirements against every connection was quadratic)
+        self._applying: dict[tuple[Pod, Direction], list[list[ir.Rule]]] = {}
+        # likewise whether a peer (by identity: the program keeps it alive) matches an endpoint; emptied
+        # past PEER_CACHE entries, so memory stays bounded however many connections are decided
+        self._peer_hits: dict[tuple[int, Endpoint], bool] = {}
+
+    def _peer_matches(self, peer: ir.Peer, endpoint: Endpoint) -> bool:
+        key = (id(peer), endpoint)
+        got = self._peer_hits.get(key)
+        if got is None:
+            if len(self._peer_hits) >= PEER_CACHE:
+                self._peer_hits.clear()
+            got = self._peer_hits[key] = peer_matches(peer, endpoint, self.topology)
+        return got
+
+    def _applying_rules(self, pod: Pod, direction: Direction) -> list[list[ir.Rule]]:
+        got = self._applying.get((pod, direction))
+        if got is None:
+            labels = self.topology.labels_of(pod)
+            pod_labels = dict(pod.labels)
+            got = self._applying[(pod, direction)] = [
+                [r for r in self.rules.get((tier, direction), ())
+                 if r.subject.applies_in(pod.namespace, labels) and r.subject.selector.matches(pod_labels)]
+                for _order, tier, _otherwise in self.tiers]
+        return got
 
     def side(self, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> Verdict:
         labels = self.topology.labels_of(pod)
-        pod_labels = dict(pod.labels)
-        for _order, tier, otherwise in self.tiers:
-            applying = [
-                r for r in self.rules.get((tier, direction), ())
-                if r.subject.applies_in(pod.namespace, labels) and r.subject.selector.matches(pod_labels)
-            ]
+        for (_order, tier, otherwise), applying in zip(self.tiers, self._applying_rules(pod, direction), strict=True):
             isolation = None
             if tier is None:
                 isolation = next(
@@ -98,7 +123,7 @@ class ProgramSemantics:
                 continue
             decided = next(
                 (r for r in applying
-                 if any(peer_matches(p, other, self.topology) for p in r.peers)
+                 if any(self._peer_matches(p, other) for p in r.peers)
                  and (not r.ports or any(port_matches(p, conn) for p in r.ports))),
                 None,
             )

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netdsl import ir
+from netdsl.diagnostics import Diagnostic, error
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
 from netdsl.semantics.cilium import _plain
 from netdsl.semantics.matrix import Probe, probe_names
@@ -50,12 +51,17 @@ MAX_NAMED_EXTERNALS = 256
 # Size guard: a class topology beyond this many endpoints is refused (the caller says so) rather
 # than exhausting memory; real programs stay far below it (see benchmarks/verify.py).
 MAX_ENDPOINTS = 60_000
+MAX_DISJOINT_KEYS = 16  # of one selector: past them, its outside classes may overlap (see refine)
 
 NsScope = Callable[[str, Mapping[str, str]], bool] | None  # None: every namespace
 
 
 class TooLargeError(ValueError):
     """The class topology would exceed MAX_ENDPOINTS."""
+
+    HINT = ("the program's selectors overlap in too many ways to judge every case (each independent "
+            "label a selector tests doubles the classes): test fewer independent labels, or split the "
+            "program")
 
 
 # ------------------------------------------------------------------------------------------ cells
@@ -112,7 +118,11 @@ def _restrict(cell: Cell, key: str, allowed: Atoms, space: Space) -> Cell | None
 
 
 def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
-    """Split every cell into its part inside `constraint` and disjoint parts outside it."""
+    """Split every cell into its part inside `constraint` and parts outside it: disjoint ones (the
+    outside part for key k also meets the keys before k) for the first MAX_DISJOINT_KEYS keys, then
+    parts that restrict only their own key. Those overlap - a cover, not a partition, so two classes
+    may behave alike - but each is still entirely outside the constraint, and their size stays linear:
+    disjoint parts of a selector with n requirements would carry n*n/2 label constraints."""
     out: list[Cell] = []
     keys = sorted(constraint)
     for cell in cells:
@@ -130,20 +140,21 @@ def refine(cells: list[Cell], constraint: Cell, space: Space) -> list[Cell]:
             continue
         out.append(inside)
         prefix: Cell | None = cell
-        for k in keys:
+        for n, k in enumerate(keys):
             assert prefix is not None
-            outside = _restrict(prefix, k, space.atoms(k) - constraint[k], space)
+            outside = _restrict(prefix if n < MAX_DISJOINT_KEYS else cell, k, space.atoms(k) - constraint[k], space)
             if outside is not None:
                 out.append(outside)
-            prefix = _restrict(prefix, k, constraint[k], space)
-            if prefix is None:
-                break
+            if n < MAX_DISJOINT_KEYS:
+                prefix = _restrict(prefix, k, constraint[k], space)
+                if prefix is None:
+                    break
     return out
 
 
-def _fresh(taken: Iterable[str], stem: str) -> str:
-    used = set(taken)
-    n = 0
+def _fresh(taken: Iterable[str], stem: str, start: int = 0) -> str:
+    used = taken if isinstance(taken, (set, frozenset)) else set(taken)  # no copy per call
+    n = start
     while True:
         candidate = stem if n == 0 else f"{stem}{n}"
         if candidate not in used:
@@ -499,7 +510,12 @@ def _namespace_cells(m: Mentions) -> list[tuple[str, int, dict[str, str]]]:
     return out
 
 
-def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str]) -> list[dict[str, str]]:
+def too_large(exc: TooLargeError, what: str) -> Diagnostic:
+    """A class topology past its size limit, as an error: refused rather than exhausting memory."""
+    return error("limit", f"{what}: the program has {exc}, the limit", None, TooLargeError.HINT)
+
+
+def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str], budget: int = MAX_ENDPOINTS) -> list[dict[str, str]]:
     space = m.pod_space
     cells: list[Cell] = [{}]
     seen: set[ir.Selector] = set()
@@ -524,6 +540,8 @@ def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str]) -> list[dict[s
         constraint = space.constraint(selector)
         if constraint is not None:
             cells = refine(cells, constraint, space)
+            if len(cells) > budget:  # refuse as soon as it is too large, not after building it all
+                raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
     return [example(c, space) for c in cells]
 
 
@@ -604,11 +622,20 @@ def _named_probes(m: Mentions, probes: Sequence[Probe]) -> list[Probe]:
     return out
 
 
-def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str, Sequence[ir.Workload]]) -> str:
-    """A readable name for a pod class: the services it belongs to (services: by namespace, "" for
-    those of cluster blocks), else its labels."""
-    named = sorted({s.name for s in (*services.get(namespace, ()), *services.get("", ()))
-                    if s.declared and s.selector.matches(dict(labels))})
+def _by_namespace(services: Sequence[ir.Workload]) -> dict[str | None, list[ir.Workload]]:
+    """Declared services by namespace (None: cluster blocks, which apply in every namespace), so a pod
+    class is named from its own namespace's services, not tested against every service of the program."""
+    out: dict[str | None, list[ir.Workload]] = defaultdict(list)
+    for s in services:
+        if s.declared:
+            out[None if s.cluster is not None else s.namespace].append(s)
+    return out
+
+
+def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str | None, list[ir.Workload]]) -> str:
+    """A readable name for a pod class: the services it belongs to, else its labels."""
+    mine = (*services.get(namespace, ()), *services.get(None, ()))
+    named = sorted({s.name for s in mine if s.selector.matches(dict(labels))})
     if named:
         return "+".join(named)
     if not labels:
@@ -616,16 +643,8 @@ def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str, 
     return "pod{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
-def _by_namespace(services: Sequence[ir.Workload]) -> dict[str, list[ir.Workload]]:
-    out: dict[str, list[ir.Workload]] = defaultdict(list)
-    for s in services:
-        out[s.namespace if s.cluster is None else ""].append(s)
-    return out
-
-
-def _build(m: Mentions, targets: Sequence[str], services_seq: Sequence[ir.Workload],
-           fallback_seq: Sequence[ir.Workload] = ()) -> Universe:
-    services, fallback = _by_namespace(services_seq), _by_namespace(fallback_seq)
+def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
+           fallback: Sequence[ir.Workload] = ()) -> Universe:
     probes = _probes(m)
     probes = (*probes, *_named_probes(m, probes))
     namespaces: dict[str, dict[str, str]] = {}
@@ -635,6 +654,7 @@ def _build(m: Mentions, targets: Sequence[str], services_seq: Sequence[ir.Worklo
     # without them, outside every CIDR (the documented assumption the cidr-may-match-pods warning names)
     pod_address = m.pod_networks[0].network_address if m.pod_networks else None
     label_sets: dict[tuple[tuple[str, str], ...], None] = {}
+    by_namespace, fallback_by_namespace = _by_namespace(services), _by_namespace(fallback)
     for name, variant, labels in _namespace_cells(m):
         if variant:
             variants[(name, variant)] = labels
@@ -642,12 +662,15 @@ def _build(m: Mentions, targets: Sequence[str], services_seq: Sequence[ir.Worklo
             namespaces[name] = labels
         suffix = "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if variant else ""
         taken: set[str] = set()
-        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}):
+        tried: dict[str, int] = {}
+        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}, MAX_ENDPOINTS - len(pods)):
             label_sets[tuple(sorted(pod_labels.items()))] = None
-            readable = _pod_name(name, pod_labels, services)
+            readable = _pod_name(name, pod_labels, by_namespace)
             if readable.startswith("pod{") and fallback:
-                readable = _pod_name(name, pod_labels, fallback)
-            base = _fresh(taken, readable + suffix)
+                readable = _pod_name(name, pod_labels, fallback_by_namespace)
+            stem = readable + suffix
+            base = _fresh(taken, stem, tried.get(stem, 0))
+            tried[stem] = int(base[len(stem):] or 0) + 1  # the next free suffix: no rescan from 0
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant, pod_address))
             if len(pods) > MAX_ENDPOINTS:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from netdsl.ir import Protocol
+from netdsl.netset import net_set_of
 from netdsl.semantics.model import (
     Connection,
     Endpoint,
@@ -58,9 +59,7 @@ def _peer_matches(peer: Mapping[str, Any], policy_ns: str, endpoint: Endpoint, t
         net = ipaddress.ip_network(block["cidr"], strict=False)
         if endpoint.address.version != net.version or endpoint.address not in net:
             return False
-        return not any(
-            endpoint.address in ipaddress.ip_network(e, strict=False) for e in block.get("except") or ()
-        )
+        return endpoint.address not in net_set_of(block.get("except"))
     if not isinstance(endpoint, Pod):
         return False
     if "namespaceSelector" in peer:
