@@ -25,6 +25,19 @@ _CACHE_LIMIT = 4096
 _cache: dict[int, tuple[object, Any]] = {}
 
 
+def _merged(items: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Inclusive ranges sorted and merged where they overlap or touch: (starts, ends)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for lo, hi in sorted(items):
+        if ends and lo <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], hi)
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return starts, ends
+
+
 class NetSet:
     """A union of networks: per IP version, sorted disjoint [start, end] integer intervals."""
 
@@ -37,17 +50,7 @@ class NetSet:
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
         for version, items in spans.items():
-            items.sort()
-            starts: list[int] = []
-            ends: list[int] = []
-            for lo, hi in items:
-                if ends and lo <= ends[-1] + 1:
-                    ends[-1] = max(ends[-1], hi)
-                else:
-                    starts.append(lo)
-                    ends.append(hi)
-            self._starts[version] = starts
-            self._ends[version] = ends
+            self._starts[version], self._ends[version] = _merged(items)
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -78,16 +81,7 @@ class PortSet:
         self._starts: dict[object, list[int]] = {}
         self._ends: dict[object, list[int]] = {}
         for protocol, items in ranges.items():
-            items.sort()
-            starts: list[int] = []
-            ends: list[int] = []
-            for lo, hi in items:
-                if ends and lo <= ends[-1] + 1:
-                    ends[-1] = max(ends[-1], hi)
-                else:
-                    starts.append(lo)
-                    ends.append(hi)
-            self._starts[protocol], self._ends[protocol] = starts, ends
+            self._starts[protocol], self._ends[protocol] = _merged(items)
 
     def contains(self, protocol: object, port: int) -> bool:
         if None in self._whole or protocol in self._whole:
