@@ -26,20 +26,9 @@ from netdsl import output
 from netdsl.backends import Manifest
 from netdsl.compiler import compile_paths
 from netdsl.output import GENERATED_MARK, MANIFEST, OutputError, digest, recover, write_directory
+from tests.test_cli import APP
 
-OLD = """\
-namespace production {
-  isolate
-  service frontend = tier=frontend
-  service backend  = tier=backend
-  allow dns for frontend, backend
-  backend accepts frontend on 8080
-}
-namespace staging {
-  service web = app=web
-  web accepts all pods on 80
-}
-"""
+OLD = APP  # the CLI tests' two-namespace program
 # one file changed, one namespace gone, one new
 NEW = OLD.replace("on 8080", "on 8081").replace("namespace staging", "namespace testing")
 FOREIGN = {
