@@ -1,0 +1,1 @@
+"""`netdsl import`: existing manifests -> `.seg` that is proven to mean the same (see model.py)."""
