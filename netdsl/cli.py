@@ -418,3 +418,9 @@ def krm_command() -> None:
             _write(sys.stderr, f"netdsl: error: {r['message']}\n")
     if status:
         sys.exit(EXIT_INPUT)
+
+
+def krm_main() -> None:
+    """`netdsl-krm`: the KRM function as one executable, for orchestrators whose exec form takes a path
+    and no arguments (kustomize's `exec: {path: ...}`)."""
+    main(["krm"], prog_name="netdsl-krm")
