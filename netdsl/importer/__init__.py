@@ -15,6 +15,7 @@ for the imported program are reported, so the user sees the pitfalls the manifes
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -118,10 +119,10 @@ def import_manifests(
     target: str | None = None,
     partial: bool = False,
     stdin: bytes | None = None,
-    split: bool = False,
+    directory: str | None = None,
 ) -> ImportResult:
-    """Read, translate, decompile, prove (see the module's rule). `split`: one file per namespace
-    (`<namespace>.seg`, CLUSTER_FILE for top-level statements) instead of one stream."""
+    """Read, translate, decompile, prove (see the module's rule). `directory`: one file per namespace
+    in it (`<namespace>.seg`, CLUSTER_FILE for top-level statements) instead of one stream."""
     out = ImportResult()
     got = read(paths, namespace, stdin)
     out.sources.update(got.sources)
@@ -154,8 +155,8 @@ def import_manifests(
     failures: list[str] = []
     for literal in (False, True):
         texts = decompile(t, literal)
-        if split:
-            files = {(f"{ns}.seg" if ns else CLUSTER_FILE): text for ns, text in texts.items()}
+        if directory is not None:
+            files = {os.path.join(directory, f"{ns}.seg" if ns else CLUSTER_FILE): text for ns, text in texts.items()}
         else:
             files = {STREAM: "\n".join(texts[ns] for ns in sorted(texts))}
         files = {name: canonical(text, name) for name, text in files.items()}
@@ -183,3 +184,27 @@ def import_manifests(
         None, "usually a flow whose two halves differ (netdsl always makes a flow work end to end): "
         "give the other half the same ports and peers, or import with --partial after removing it"))
     return out
+
+
+def write_files(files: dict[str, str], force: bool = False) -> list[Diagnostic]:
+    """Write each file atomically (a temporary file renamed over it); an existing file only with
+    `force`. Nothing is written when one of them is in the way."""
+    problems = [error("output", f"{name} exists; not replacing it", None, "pass --force to replace it")
+                for name in sorted(files) if os.path.lexists(name) and not force]
+    if problems:
+        return problems
+    for name, text in sorted(files.items()):
+        directory = os.path.dirname(name) or "."
+        tmp = os.path.join(directory, f".{os.path.basename(name)}.tmp-{os.getpid()}")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, name)
+        except OSError as exc:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            return [error("output", f"{name}: {exc.strerror or exc}")]
+    return []

@@ -64,9 +64,9 @@ def _clean(text: str) -> str:
 
 
 def name_candidates(sel: ir.Selector) -> list[str]:
-    eq = sel.equalities()
-    out = [_clean(eq[k]) for k in NAME_KEYS if k in eq]
-    out.append(_clean("-".join(eq[k] for k in sorted(eq))))
+    values = {r.key: "-".join(r.values) for r in sel.requirements if r.operator is ir.Operator.IN}
+    out = [_clean(values[k]) for k in NAME_KEYS if k in values]
+    out.append(_clean("-".join(values[k] for k in sorted(values))))
     return [c for c in dict.fromkeys(out) if c and c not in RESERVED_NAMES and c not in _keywords()]
 
 
@@ -185,7 +185,10 @@ def _peer_text(p: ir.Peer, here: str, spaces: dict[str, _Namespace]) -> str:
 
 
 def _ports_key(ports: Iterable[ir.PortMatch]) -> tuple[ir.PortMatch, ...]:
-    return tuple(sorted(set(ports), key=lambda p: (p.protocol.value, p.port or 0, p.end_port or 0, p.name or "")))
+    order = {ir.Protocol.TCP: 0, ir.Protocol.UDP: 1, ir.Protocol.SCTP: 2}
+    return tuple(sorted(set(ports), key=lambda p: (
+        0 if p.port is not None else 1 if p.name is not None else 2, p.port or 0, p.end_port or 0,
+        order[p.protocol], p.name or "")))
 
 
 def _namespace_text(ns: _Namespace, spaces: dict[str, _Namespace], literal: bool) -> str:
