@@ -58,7 +58,7 @@ CODES: Mapping[str, str] = {
     "widened": "--widen lowered a statement to a broader one the target can express.",
     # import
     "import-yaml": "`netdsl import`: an input is not valid YAML.",
-    "import-object": "`netdsl import`: a document is not a Kubernetes object (no mapping, kind or name), or there is none.",
+    "import-object": "`netdsl import`: a document is not a Kubernetes object (mapping, kind, name), or none is.",
     "import-duplicate": "`netdsl import`: the same kind, namespace and name twice.",
     "import-skipped": "`netdsl import`: an object that is not a network policy was skipped.",
     "import-unsupported": "`netdsl import`: a kind of policy that cannot be imported yet.",

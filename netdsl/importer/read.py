@@ -95,13 +95,14 @@ def read_files(paths: Sequence[str], stdin: bytes | None = None) -> tuple[list[S
             path = Path(raw)
             try:
                 if path.is_dir():
-                    listed = []
+                    listed: list[Path] = []
                     for p in _yaml_files(path):
                         if len(listed) == MAX_FILES:
                             raise LimitError(f"{display_path(path)}: more than {MAX_FILES:,} YAML files")
                         listed.append(p)
                     if not listed:
-                        diags.append(error("io-error", f"{display_path(path)}: no .yaml or .yml files in this directory"))
+                        diags.append(error(
+                            "io-error", f"{display_path(path)}: no .yaml or .yml files in this directory"))
                 elif path.exists():
                     listed = [path]
                 else:
@@ -160,7 +161,7 @@ def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
+                return v  # type: ignore[no-any-return]
     return None
 
 
@@ -225,9 +226,10 @@ def _items(f: SourceFile, node: yaml.Node, data: Any, origin: str,
     if data is None:
         return  # an empty document
     if not isinstance(data, dict):
-        diags.append(error("import-object", "this document is not a Kubernetes object (a mapping)", _span(f.path, node)))
+        diags.append(error("import-object", "this document is not a Kubernetes object (a mapping)",
+                           _span(f.path, node)))
         return
-    if data.get("kind") == "List" or str(data.get("kind", "")).endswith("List") and "items" in data:
+    if data.get("kind") == "List" or (str(data.get("kind", "")).endswith("List") and "items" in data):
         items_node = _key_node(node, "items")
         items = data.get("items") or []
         if not isinstance(items, list) or not isinstance(items_node, yaml.SequenceNode | type(None)):

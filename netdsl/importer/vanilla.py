@@ -37,7 +37,7 @@ _PORT_NAME = re.compile(r"^(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 SUBJECT_ISOLATION = "subject" in {f.name for f in dataclasses.fields(ir.Isolation)}
 
 
-class _Gapped(Exception):
+class GappedError(Exception):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(reason)
         self.path = path
@@ -76,27 +76,27 @@ def selector(value: Any, path: str) -> ir.Selector:
     if value is None:
         return ir.EVERYTHING
     if not isinstance(value, dict):
-        raise _Gapped(path, "a label selector that is not a mapping")
+        raise GappedError(path, "a label selector that is not a mapping")
     reqs: list[ir.Requirement] = []
     labels = value.get("matchLabels") or {}
     if not isinstance(labels, dict):
-        raise _Gapped(f"{path}.matchLabels", "matchLabels that is not a mapping")
+        raise GappedError(f"{path}.matchLabels", "matchLabels that is not a mapping")
     for k, v in labels.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise _Gapped(f"{path}.matchLabels", f"a label that is not a string: {k!r}: {v!r}")
+            raise GappedError(f"{path}.matchLabels", f"a label that is not a string: {k!r}: {v!r}")
         reqs.append(ir.Requirement(k, ir.Operator.IN, (v,)))
     for i, e in enumerate(value.get("matchExpressions") or ()):
         where = f"{path}.matchExpressions[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("key"), str) or e.get("operator") not in _OPERATORS:
-            raise _Gapped(where, "a match expression without a key or with an unknown operator")
+            raise GappedError(where, "a match expression without a key or with an unknown operator")
         op = _OPERATORS[e["operator"]]
         values = e.get("values") or []
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise _Gapped(where, "match expression values that are not strings")
+            raise GappedError(where, "match expression values that are not strings")
         if op in (ir.Operator.IN, ir.Operator.NOT_IN) and not values:
-            raise _Gapped(where, f"`{op.value}` with no values (Kubernetes rejects it)")
+            raise GappedError(where, f"`{op.value}` with no values (Kubernetes rejects it)")
         if op in (ir.Operator.EXISTS, ir.Operator.DOES_NOT_EXIST) and values:
-            raise _Gapped(where, f"`{op.value}` with values (Kubernetes rejects it)")
+            raise GappedError(where, f"`{op.value}` with values (Kubernetes rejects it)")
         reqs.append(ir.Requirement(e["key"], op, tuple(sorted(set(values)))))
     return ir.Selector.of(reqs)
 
@@ -113,20 +113,20 @@ def namespace_match(sel: ir.Selector) -> ir.NamespaceMatch:
 
 def peer(value: Any, namespace: str, path: str) -> ir.Peer:
     if not isinstance(value, dict) or not value:
-        raise _Gapped(path, "an empty peer (Kubernetes requires ipBlock, podSelector or namespaceSelector)")
+        raise GappedError(path, "an empty peer (Kubernetes requires ipBlock, podSelector or namespaceSelector)")
     if "ipBlock" in value:
         if set(value) != {"ipBlock"}:
-            raise _Gapped(path, "ipBlock together with a selector (Kubernetes rejects it)")
+            raise GappedError(path, "ipBlock together with a selector (Kubernetes rejects it)")
         block = value["ipBlock"]
         try:
             net = ipaddress.ip_network(str(block["cidr"]), strict=False)
             excepts = tuple(ipaddress.ip_network(str(e), strict=False) for e in block.get("except") or ())
         except (KeyError, TypeError, ValueError) as exc:
-            raise _Gapped(f"{path}.ipBlock", f"an invalid ipBlock: {exc}") from None
+            raise GappedError(f"{path}.ipBlock", f"an invalid ipBlock: {exc}") from None
         for e in excepts:
             if e.version != net.version or not e.subnet_of(net) or e == net:  # type: ignore[arg-type]
-                raise _Gapped(f"{path}.ipBlock", f"except {e} is not strictly inside {net}")
-        return ir.CidrPeer(net, tuple(sorted(set(excepts), key=lambda n: (n.version, n))))  # type: ignore[arg-type]
+                raise GappedError(f"{path}.ipBlock", f"except {e} is not strictly inside {net}")
+        return ir.CidrPeer(net, tuple(sorted(set(excepts), key=lambda n: (n.version, n))))
     pods = selector(value.get("podSelector"), f"{path}.podSelector")
     if "namespaceSelector" in value:
         return ir.PodPeer(namespace_match(selector(value["namespaceSelector"], f"{path}.namespaceSelector")), pods)
@@ -135,27 +135,27 @@ def peer(value: Any, namespace: str, path: str) -> ir.Peer:
 
 def port(value: Any, path: str) -> ir.PortMatch:
     if not isinstance(value, dict):
-        raise _Gapped(path, "a port that is not a mapping")
+        raise GappedError(path, "a port that is not a mapping")
     try:
         protocol = ir.Protocol(value.get("protocol", "TCP"))
     except ValueError:
-        raise _Gapped(path, f"protocol {value.get('protocol')!r} (TCP, UDP and SCTP exist)") from None
+        raise GappedError(path, f"protocol {value.get('protocol')!r} (TCP, UDP and SCTP exist)") from None
     number, end = value.get("port"), value.get("endPort")
     if number is None:
         if end is not None:
-            raise _Gapped(path, "endPort without port (Kubernetes rejects it)")
+            raise GappedError(path, "endPort without port (Kubernetes rejects it)")
         return ir.PortMatch(protocol)
     if isinstance(number, str):
         if not _PORT_NAME.match(number) or not re.search("[a-z]", number):
-            raise _Gapped(path, f"port {number!r} is neither a number nor a valid port name")
+            raise GappedError(path, f"port {number!r} is neither a number nor a valid port name")
         if end is not None:
-            raise _Gapped(path, "endPort with a named port (Kubernetes rejects it)")
+            raise GappedError(path, "endPort with a named port (Kubernetes rejects it)")
         return ir.PortMatch(protocol, name=number)
     if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
-        raise _Gapped(path, f"port {number!r} is not 1-65535")
+        raise GappedError(path, f"port {number!r} is not 1-65535")
     if end is not None:
         if not isinstance(end, int) or isinstance(end, bool) or not number <= end <= 65535:
-            raise _Gapped(path, f"endPort {end!r} is not {number}-65535")
+            raise GappedError(path, f"endPort {end!r} is not {number}-65535")
         return ir.PortMatch(protocol, number, end if end != number else None)
     return ir.PortMatch(protocol, number)
 
@@ -173,7 +173,7 @@ def _rule(obj: SourceObject, subject: ir.Workload, direction: ir.Direction, raw:
         try:
             peers.append(peer(p, subject.namespace, f"{path}.{key}[{i}]"))
             kept_peers.append(p)
-        except _Gapped as g:
+        except GappedError as g:
             gaps.append(Gap(obj, g.path, g.reason))
     ports: list[ir.PortMatch] = []
     kept_ports: list[Any] = []
@@ -181,9 +181,9 @@ def _rule(obj: SourceObject, subject: ir.Workload, direction: ir.Direction, raw:
         try:
             ports.append(port(p, f"{path}.ports[{i}]"))
             kept_ports.append(p)
-        except _Gapped as g:
+        except GappedError as g:
             gaps.append(Gap(obj, g.path, g.reason))
-    if raw.get(key) and not peers or raw.get("ports") and not ports:
+    if (raw.get(key) and not peers) or (raw.get("ports") and not ports):
         return None  # every peer (port) of it was gapped: keeping the rest would widen it to all
     raw.clear()  # the understood rule: only its kept parts (the normalized copy is ours to change)
     if kept_peers:
@@ -208,8 +208,8 @@ def translate(objects: Sequence[SourceObject]) -> Translation:
             subject_sel = selector(spec.get("podSelector"), "spec.podSelector")
             types = spec["policyTypes"]
             if not isinstance(types, list) or not set(types) <= {"Ingress", "Egress"}:
-                raise _Gapped("spec.policyTypes", "policyTypes other than Ingress and Egress")
-        except _Gapped as g:
+                raise GappedError("spec.policyTypes", "policyTypes other than Ingress and Egress")
+        except GappedError as g:
             out.gaps.append(Gap(obj, g.path, g.reason))
             continue
         subject = ir.Workload(namespace, "", subject_sel)
