@@ -246,7 +246,7 @@ def _isolations(out: Translation, pending: list[tuple[SourceObject, ir.Workload,
         elif (subject.namespace, subject.selector, direction) in restricted:
             continue
         elif SUBJECT_ISOLATION:
-            iso = ir.Isolation(subject.namespace, direction, IMPORTED, None, subject)  # type: ignore[call-arg]
+            iso = ir.Isolation(subject.namespace, direction, IMPORTED, None, subject)
             if iso not in out.isolations:
                 out.isolations.append(iso)
         else:

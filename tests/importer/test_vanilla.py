@@ -82,3 +82,9 @@ def test_partial_leaves_out_only_the_gapped_peer() -> None:
     result = imported(spec("podSelector: {}\ningress:\n- from:\n  - {}\n  - podSelector: {matchLabels: {app: a}}"),
                       partial=True)
     assert "all pods accepts a\n" in result.text
+
+
+def test_one_service_isolated_in_one_direction() -> None:
+    result = imported(spec("podSelector: {matchLabels: {app: web}}\ningress: []"))
+    assert not errors(result), errors(result)
+    assert "  isolate ingress for web\n" in result.text
