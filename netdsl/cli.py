@@ -240,6 +240,37 @@ def check_command(paths: tuple[str, ...], fmt: str) -> None:
         sys.exit(EXIT_INPUT)
 
 
+@main.command("import")
+@paths_argument
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False), default=None, callback=_check_output,
+              help="Write one file per namespace (<namespace>.seg, cluster.seg) into this directory "
+                   "(default: one stream on stdout).")
+@click.option("--namespace", "-n", default=None, metavar="NAMESPACE",
+              help="The namespace of objects that name none (default: `default`).")
+@click.option("--partial", is_flag=True,
+              help="Import what .seg can say exactly and list what was left out (default: exit 1 on any gap).")
+@click.option("--target", "-t", type=click.Choice(backend_names()), default=None,
+              help="The target the manifests are for (default: from their kinds).")
+@click.option("--force", is_flag=True, help="Replace existing files in the output directory.")
+@format_option
+def import_command(paths: tuple[str, ...], output: Path | None, namespace: str | None, partial: bool,
+                   target: str | None, force: bool, fmt: str) -> None:
+    """Import existing manifests (files, directories of *.yaml, or - for stdin) as .seg, proven to mean
+    exactly the same for every cluster."""
+    from netdsl.importer import import_manifests, write_files  # imported on use: the others never need it
+
+    imported = import_manifests(paths, namespace, target, partial, _stdin_if_needed(paths),
+                                None if output is None else str(output))
+    result = Result(sources=imported.sources, diagnostics=imported.diagnostics)
+    if result.ok and output is not None:
+        result.diagnostics.extend(write_files(imported.files, force))
+    _report(result, fmt)
+    if not result.ok:
+        sys.exit(EXIT_INPUT)
+    if output is None:
+        _write(sys.stdout, imported.text, "data")
+
+
 # ------------------------------------------------------------------------------------------ explain, diff
 
 EXIT_MISMATCH = 3  # a target's output does not mean what the program means: a compiler bug
