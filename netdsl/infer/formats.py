@@ -342,7 +342,7 @@ def _read_hubble(record: dict[str, Any], where: str, reading: Reading) -> None:
             for ip in ips:
                 if isinstance(ip, str):
                     reading.dns.setdefault(_dns_key(asker, ip), set()).update(_dns_names([query]))
-        return reading.skip("DNS records (L7; their names are used)")
+        return reading.skip("DNS answers, whose names are used")
     if flow.get("is_reply") is True:
         return reading.skip("replies")
     if verdict is None:
@@ -357,10 +357,10 @@ def _read_hubble(record: dict[str, Any], where: str, reading: Reading) -> None:
                           server.namespace_labels)
     l4 = flow.get("l4")
     if not isinstance(l4, dict):
-        return reading.skip("flows without TCP, UDP or SCTP (ICMP, L7 records)")
+        return reading.skip("flows without TCP, UDP or SCTP: ICMP")
     proto = next((p for p in PROTOCOLS if isinstance(l4.get(p), dict)), None)
     if proto is None:
-        return reading.skip("flows without TCP, UDP or SCTP (ICMP, L7 records)")
+        return reading.skip("flows without TCP, UDP or SCTP: ICMP")
     port = _port(_get(l4, f"{proto}.destination_port"), f"l4.{proto}.destination_port")
     direction = flow.get("traffic_direction")
     reading.flows.append(Flow(client, server, port, proto, verdict, where,
@@ -405,7 +405,7 @@ def _calico_endpoint(record: dict[str, Any], prefix: str) -> Endpoint:
 def _read_calico(record: dict[str, Any], where: str, reading: Reading) -> None:
     proto = _protocol(record.get("proto", "tcp"), "proto")
     if proto is None:
-        return reading.skip("flows without TCP, UDP or SCTP (ICMP)")
+        return reading.skip("flows without TCP, UDP or SCTP: ICMP")
     port = _port(record.get("dest_port"), "dest_port")
     action = record.get("action")
     if action not in ("allow", "deny"):
@@ -435,7 +435,7 @@ def _read_gadget(record: dict[str, Any], where: str, reading: Reading) -> None:
     dst = record["dst"]
     proto = _protocol(dst.get("proto", "TCP"), "dst.proto")
     if proto is None:
-        return reading.skip("flows without TCP, UDP or SCTP (ICMP)")
+        return reading.skip("flows without TCP, UDP or SCTP: ICMP")
     port = _port(dst.get("port"), "dst.port")
     address = _address(_str(dst, "addr"), "dst.addr")
     kind = (_str(dst, "k8s.kind") or "raw").lower()
@@ -445,7 +445,7 @@ def _read_gadget(record: dict[str, Any], where: str, reading: Reading) -> None:
                          _str(dst, "k8s.name") if kind == "svc" else None, address)
         if kind == "svc" and not other.labels and not (other.namespace == "kube-system"
                                                        and other.owner == "kube-dns"):
-            return reading.skip("connections to a Service without a selector (no pods to name)")
+            return reading.skip("connections to a Service without a selector: no pods to name")
     elif kind == "raw":
         other = Endpoint(None, None, {}, None, address, (), "world")
     else:

@@ -27,7 +27,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netdsl import parse, printer
+from netdsl import ir, parse, printer
+from netdsl.diagnostics import printable
 from netdsl.infer.model import External, Observation, Observed, Workload, dns_label, is_system
 
 CILIUM = "cilium"
@@ -83,7 +84,7 @@ def verdict_note(o: Observation) -> str:
     parts = [f"{n} flow{'s' * (n != 1)} observed"]
     v = o.verdicts
     if v.get("audit"):
-        parts.append(f"{v['audit']} AUDIT (an audit-mode policy would drop them)")
+        parts.append(f"{v['audit']} AUDIT: an audit-mode policy would drop these")
     if v.get("denied"):
         parts.append(f"{v['denied']} DROPPED")
     if v.get("error"):
@@ -139,7 +140,7 @@ class Synthesis:
             return [parse.FqdnPeer(_w(n), printer.SYNTHETIC) for n in e.names], ""
         if self.cilium and (e.kind in _ENTITY_KINDS or (e.kind == "world" and not e.address)):
             return [parse.EntityPeer(_w(e.kind), printer.SYNTHETIC)], ""
-        if self.cilium and e.kind not in ("world", *_ENTITY_KINDS):
+        if self.cilium and e.kind not in ("world", *_ENTITY_KINDS) and e.kind in ir.ENTITIES:
             return [parse.EntityPeer(_w(e.kind), printer.SYNTHETIC)], ""
         if not e.address:
             return None
@@ -188,7 +189,7 @@ class Synthesis:
             if got is None:
                 self.proposal.unexpressed.append(
                     f"{client} -> {server} on {port_word(o.port, o.protocol)}: the {peer_party.kind} identity "
-                    f"without an address cannot be written for this target (cilium: `entity {peer_party.kind}`)")
+                    f"without an address; on cilium: `entity {peer_party.kind}`")
                 self.unwritten.add(o.key)
                 return
             peers, how = got
@@ -214,13 +215,13 @@ class Synthesis:
         for ns in sorted({*self.declared, *self.proposal.namespaces, *isolate, *dns}):
             items = sorted(self.declared.get(ns, []), key=lambda i: i.statement.name.text)  # type: ignore[union-attr]
             if ns in isolate:
-                items.append(Item(("an allow-list: only what follows (and DNS) is allowed",),
+                items.append(Item(("an allow-list: only what follows, and DNS, is allowed",),
                                   parse.IsolateStmt(None, printer.SYNTHETIC)))
             if dns.get(ns):
                 names = sorted({self.name(w) for w in dns[ns]})
                 seen = dns_counts.get(ns, 0)
                 why = f"{seen} DNS lookup flow{'s' * (seen != 1)} observed" if seen else "no DNS lookup observed"
-                items.append(Item((f"DNS stays allowed ({why})",), parse.DnsStmt(
+                items.append(Item((f"DNS stays allowed: {why}",), parse.DnsStmt(
                     tuple(_w(n) for n in names), printer.SYNTHETIC)))
             flows = sorted(self.proposal.namespaces.get(ns, []), key=lambda i: _flow_key(i.statement))
             items += flows
@@ -267,7 +268,7 @@ def propose(observed: Observed, target: str) -> Proposal:
     proposal.header = _header(observed, target)
     dropped = [o for o in observed.observations if not o.needed]
     if dropped:
-        proposal.header.append(f"not allowed ({len(dropped)}: observed, but never forwarded):")
+        proposal.header.append(f"not allowed, observed but never forwarded: {len(dropped)}")
         proposal.header += [f"  {o.client} -> {o.server} on {port_word(o.port, o.protocol)}: {verdict_note(o)}"
                             for o in dropped[:20]]
         if len(dropped) > 20:
@@ -278,18 +279,25 @@ def propose(observed: Observed, target: str) -> Proposal:
 def _header(observed: Observed, target: str) -> list[str]:
     flows = len(observed.flows)
     lines = [f"Proposed by `netdsl infer` from {flows} observed flow{'s' * (flows != 1)} "
-             f"({len(observed.observations)} distinct connections) for target {target}.",
+             f"- {len(observed.observations)} distinct connections - for target {target}.",
              "Review before applying: it allows what was observed, and DNS, and nothing else."]
     if observed.skipped:
         lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(observed.skipped.items())))
     return lines
 
 
+def _comment(text: str, indent: str) -> str:
+    """One comment line: what came from the flows is escaped (a newline in a label would end the comment)."""
+    # no parentheses: a comment line holding `)` after a selector is misread by the parser (a bug there)
+    text = printable(text, keep="").replace("(", "[").replace(")", "]")
+    return f"{indent}# {text}".rstrip()
+
+
 def render(proposal: Proposal) -> str:
     """The proposal as `.seg` text: the printer's layout, with the notes as comment lines above."""
-    out: list[str] = [f"# {line}".rstrip() for line in proposal.header]
+    out: list[str] = [_comment(line, "") for line in proposal.header]
     for item in proposal.cidrs:
-        out += ["", *(f"# {n}" for n in item.notes)]
+        out += ["", *(_comment(n, "") for n in item.notes)]
         out += printer.print_statements([item.statement]).rstrip("\n").split("\n")  # type: ignore[list-item]
     for ns, items in proposal.namespaces.items():
         if not items:
@@ -303,9 +311,9 @@ def render(proposal: Proposal) -> str:
             opening, closing = lines[0], lines[-1]
             inner = lines[1:-1]
             indent = inner[0][: len(inner[0]) - len(inner[0].lstrip())] if inner else "  "
-            body += [f"{indent}# {n}" for n in item.notes] + inner
+            body += [_comment(n, indent) for n in item.notes] + inner
         out += [opening, *body, closing]
     if proposal.unexpressed:
-        out += ["", "# not written (no statement can say it here):"]
-        out += [f"#   {u}" for u in proposal.unexpressed]
+        out += ["", "# not written, no statement can say it for this target:"]
+        out += [_comment(f"  {u}", "") for u in proposal.unexpressed]
     return "\n".join(out).lstrip("\n") + "\n"
