@@ -25,6 +25,7 @@ from netdsl.compiler import (
     STDIN,
     LimitError,
     Result,
+    check,
     check_with_lints,
     compile_paths,
     read_limited,
@@ -455,3 +456,51 @@ def krm_main() -> None:
     """`netdsl-krm`: the KRM function as one executable, for orchestrators whose exec form takes a path
     and no arguments (kustomize's `exec: {path: ...}`)."""
     main(["krm"], prog_name="netdsl-krm")
+
+
+# ------------------------------------------------------------------------------------------ infer
+
+
+@main.command("infer")
+@click.argument("flows", nargs=-1, required=True, metavar="FLOWS...")
+@click.option("--against", "against", multiple=True, metavar="PATHS",
+              help="A .seg program (files or directories, repeatable): print only the statements it lacks "
+                   "for the observed traffic.")
+@click.option("--target", "-t", type=click.Choice(backend_names()), default="vanilla", show_default=True,
+              help="The target the proposal is for: cilium gets fqdn and entity peers, others CIDRs.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Write the proposal to FILE instead of standard output.")
+def infer_command(flows: tuple[str, ...], against: tuple[str, ...], target: str, output: Path | None) -> None:
+    """Propose .seg from observed traffic: FLOWS are Hubble (`hubble observe -o json`), Calico flow-log or
+    Inspektor Gadget trace_network JSON files, or - for stdin.
+
+    The proposal isolates each observed namespace and allows exactly the observed connections (forwarded,
+    or AUDIT) and DNS. With --against, only what that program would block."""
+    from netdsl.infer import InferError, infer, program_modules, read_inputs
+    from netdsl.infer.formats import FlowError
+
+    if STDIN in against and STDIN in flows:
+        _fail("only one of FLOWS and --against can be standard input")
+    stdin = _read_stdin() if STDIN in flows or STDIN in against else None
+    base = None
+    if against:
+        result = check(list(against), stdin=stdin if STDIN in against else None)
+        if result.program is None:
+            _report(result, "text")
+            sys.exit(EXIT_INPUT)
+        base = (result.program, program_modules(list(result.sources.values())))
+    try:
+        outcome = infer(read_inputs(flows, stdin if STDIN in flows else None), target, base)
+    except (FlowError, InferError) as exc:
+        _fail(str(exc))
+    for note in outcome.notes:
+        _note(note)
+    if output is None:
+        _write(sys.stdout, outcome.text)
+        return
+    try:
+        temporary = output.with_name(f".{output.name}.netdsl-{os.getpid()}")
+        temporary.write_text(outcome.text, encoding="utf-8")
+        os.replace(temporary, output)
+    except OSError as exc:
+        _fail(f"{output}: {exc.strerror or exc}")
