@@ -191,6 +191,7 @@ class FlowStmt:
     action: Literal["allow", "deny", "pass"] = "allow"
     verb: Word | None = None  # the action word, when written
     http: tuple[HttpRule, ...] = ()
+    side: Word | None = None  # `allows ingress from`: this side only, no other half
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,8 +510,9 @@ class _Build(Transformer[Token, Any]):
     def action_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
         verb: Word = c[1]
         action: Any = _ACTIONS[verb.text]
-        direction: Any = "ingress" if c[2].text == "from" else "egress"
-        return FlowStmt(direction, c[0], c[3], c[4] or (), self._span(meta), action, verb, c[5] or ())
+        side: Word | None = c[2]
+        direction: Any = "ingress" if c[3].text == "from" else "egress"
+        return FlowStmt(direction, c[0], c[4], c[5] or (), self._span(meta), action, verb, c[6] or (), side)
 
     def ACTION(self, tok: Token) -> Word:  # noqa: N802
         return self._word(tok)
