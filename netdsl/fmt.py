@@ -44,12 +44,13 @@ class Formatted:
 
 
 def shape(node: object) -> object:
-    """A syntax tree without its spans and source: two trees with the same shape mean the same."""
+    """A syntax tree (or IR) without its spans, source and the fields equality ignores: two trees with
+    the same shape mean the same."""
     if isinstance(node, (Span, SourceFile)):
         return None
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return (type(node).__name__, *(shape(getattr(node, f.name)) for f in dataclasses.fields(node)
-                                       if f.name != "comments"))
+                                       if f.compare and f.name != "comments"))
     if isinstance(node, (tuple, list)):
         return tuple(shape(item) for item in node)
     return node
