@@ -20,7 +20,16 @@ from netdsl.analysis import Analysis, analyse, default_targets
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
-from netdsl.compiler import STDIN, LimitError, Result, check_with_lints, compile_paths, read_limited, stream
+from netdsl.compiler import (
+    MAX_TOTAL_BYTES,
+    STDIN,
+    LimitError,
+    Result,
+    check_with_lints,
+    compile_paths,
+    read_limited,
+    stream,
+)
 from netdsl.diagnostics import error, json_safe, printable, render_json, render_text, sort_key
 from netdsl.diff import difference, load
 from netdsl.diff import render_json as render_diff_json
@@ -421,3 +430,39 @@ def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool, fmt: 
         return
     if changed:
         sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ krm
+
+
+@main.command("krm")
+def krm_command() -> None:
+    """Run as a KRM function (kustomize, kpt): a ResourceList on stdin, the same list with the
+    compiled objects and results[] on stdout.
+
+    The functionConfig names the .seg paths and options (see README, "Use in CI and GitOps")."""
+    from netdsl import krm  # only this command needs it
+
+    if sys.stdin is None:
+        _fail("standard input is closed; a KRM function reads a ResourceList there")
+    try:
+        data = read_limited(sys.stdin.buffer, "<stdin>", MAX_TOTAL_BYTES)
+    except LimitError as exc:
+        data = b""
+        out, status = krm.failure(str(exc))
+    except OSError as exc:
+        _fail(f"<stdin>: {exc.strerror or exc}")
+    else:
+        out, status = krm.run(data)
+    _write(sys.stdout, krm.dump(out), "data")
+    for r in out.get("results", []):  # the orchestrator shows results; a person running it sees them too
+        if r.get("severity") == "error":
+            _write(sys.stderr, f"netdsl: error: {r['message']}\n")
+    if status:
+        sys.exit(EXIT_INPUT)
+
+
+def krm_main() -> None:
+    """`netdsl-krm`: the KRM function as one executable, for orchestrators whose exec form takes a path
+    and no arguments (kustomize's `exec: {path: ...}`)."""
+    main(["krm"], prog_name="netdsl-krm")
