@@ -46,6 +46,7 @@ from netdsl.explain import (
     render_matrix_json,
     render_matrix_text,
 )
+from netdsl.fmt import format_paths, write_in_place
 from netdsl.output import write_directory
 from netdsl.semantics.engine import (
     EndpointError,
@@ -419,6 +420,47 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
     render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
     _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:
+        sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ fmt
+
+
+@main.command("fmt")
+@paths_argument
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; list the files that would change and exit 1 if there are any.")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Write nothing; print the changes as a unified diff and exit 1 if there are any.")
+@format_option
+def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool, fmt: str) -> None:
+    """Rewrite PATHS (.seg files, directories of them) in the canonical layout, keeping comments.
+
+    `-` reads standard input and writes the formatted text to standard output. A file with syntax
+    errors is reported and nothing is written."""
+    formatted, diags, sources = format_paths(paths, _stdin_if_needed(paths))
+    if diags:
+        _report(Result(sources=sources, diagnostics=diags), fmt)
+        sys.exit(EXIT_INPUT)
+    changed = [f for f in formatted if f.changed]
+    if show_diff:
+        _write(sys.stdout, "".join(f.diff() for f in changed), "data")
+    elif check_only:
+        _write(sys.stdout, "".join(f"{f.path}\n" for f in changed))
+    else:
+        for f in formatted:
+            if f.location is None:
+                _write(sys.stdout, f.after, "data")
+        for f in changed:
+            if f.location is None:
+                continue
+            try:
+                write_in_place(f)
+            except OSError as exc:
+                _fail(f"{f.path}: cannot write: {exc.strerror or exc}")
+            _write(sys.stderr, f"reformatted {f.path}\n")
+        return
+    if changed:
         sys.exit(EXIT_INPUT)
 
 
