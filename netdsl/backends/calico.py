@@ -195,6 +195,16 @@ class _Builder:
         self.out.sort(key=lambda m: m.sort_key)
         return self.out
 
+    def prefixed_name(self, manifest: Manifest, prefix: str) -> str | None:
+        """Tiers keep their names (policies name them in `spec.tier`); before 3.32 a tier's policy must
+        be named `<tier>.<name>`, so the prefix goes after the dot."""
+        if manifest.kind == "Tier":
+            return None
+        tier = manifest.body.get("spec", {}).get("tier")
+        if tier is not None and manifest.name.startswith(tier + "."):
+            return f"{tier}.{prefix}{manifest.name[len(tier) + 1:]}"
+        return prefix + manifest.name
+
     def unique_tier_names(self) -> None:
         """From 3.32 a tier's policy is named `<tier>-<name>`, which a default-tier policy can also be
         named (service `security-web` next to `web` in tier `security`): such a tier policy gets a
