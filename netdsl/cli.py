@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 import click
+from click.shell_completion import CompletionItem
 
 from netdsl import __version__
 from netdsl.analysis import Analysis, analyse, default_targets
@@ -187,7 +188,35 @@ def _check_name_prefix(ctx: click.Context, param: click.Parameter, value: str | 
     return value
 
 
-paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+def _complete_seg_paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of PATHS: the directories (with a `/`) and `*.seg` files that start with what was
+    typed; hidden entries only after a `.`. When the only match is a directory, its entries are offered
+    too, so the shell completes up to `dir/` and goes on into it (not `dir/ ` with a space)."""
+
+    def entries(folder: str, start: str) -> list[str]:
+        shown = folder if not folder or folder.endswith("/") else folder + "/"
+        found = []
+        try:
+            with os.scandir(folder or ".") as it:
+                for entry in it:
+                    if not entry.name.startswith(start) or (entry.name.startswith(".") and not start.startswith(".")):
+                        continue
+                    if entry.is_dir():
+                        found.append(shown + entry.name + "/")
+                    elif entry.name.endswith(".seg"):
+                        found.append(shown + entry.name)
+        except OSError:
+            return []
+        return sorted(found)
+
+    found = entries(os.path.dirname(incomplete), os.path.basename(incomplete))
+    if len(found) == 1 and found[0].endswith("/"):
+        found += entries(found[0], "")
+    return [CompletionItem(value) for value in found]
+
+
+paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...",
+                                shell_complete=_complete_seg_paths)
 format_option = click.option(
     "--diagnostics", "fmt", type=click.Choice(["text", "json", "github", "sarif"]), default="text",
     show_default=True,
