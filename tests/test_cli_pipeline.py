@@ -266,3 +266,17 @@ def test_kubectl_runs_the_plugin(app: Path) -> None:
                          check=False)
     assert run.returncode == 0, run.stderr
     assert "kind: NetworkPolicy" in run.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_of_the_readme(shell: str) -> None:
+    """The README's start-up lines: each shell's script comes out (and bash accepts it)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"_NETDSL_COMPLETE={shell}_source netdsl" in readme
+    env = {**os.environ, "_NETDSL_COMPLETE": f"{shell}_source"}
+    run = subprocess.run([BIN / "netdsl"], capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0 and "_NETDSL_COMPLETE" in run.stdout, run.stderr
+    if shell == "bash" and shutil.which("bash"):
+        script = f'eval "$(_NETDSL_COMPLETE=bash_source {BIN / "netdsl"})" && complete -p netdsl'
+        check = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+        assert check.returncode == 0 and "netdsl" in check.stdout, check.stderr
