@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netdsl import ir
-from netdsl.backends import Manifest, Options, backend_names, get_backend, render_and_check
+from netdsl.backends import Manifest, Options, apply_name_prefix, backend_names, get_backend, render_and_check
 from netdsl.diagnostics import Diagnostic, error, escape_name
 from netdsl.lower import lower
 from netdsl.parse import parse
@@ -269,6 +269,10 @@ def compile_checked(result: Result, target: str, options: Options | None = None,
     if not result.ok:
         return result
     manifests = backend.build(result.program, options)
+    if options.extra.get("name_prefix"):
+        result.diagnostics.extend(apply_name_prefix(backend, manifests, str(options.extra["name_prefix"])))
+        if not result.ok:
+            return result
     result.diagnostics.extend(render_and_check(backend, manifests))
     if result.ok and validate:
         result.diagnostics.extend(translation_errors(result.program, target, [m.body for m in manifests]))

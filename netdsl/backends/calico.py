@@ -151,6 +151,16 @@ class CalicoBackend(Backend):
         Capability.CIDR_EXCEPT,
     })
 
+    def prefixed_name(self, manifest: Manifest, prefix: str) -> str | None:
+        """Tiers keep their names (policies name them in `spec.tier`); before 3.32 a tier's policy must
+        be named `<tier>.<name>`, so the prefix goes after the dot."""
+        if manifest.kind == "Tier":
+            return None
+        tier = manifest.body.get("spec", {}).get("tier")
+        if tier is not None and manifest.name.startswith(tier + "."):
+            return f"{tier}.{prefix}{manifest.name[len(tier) + 1:]}"
+        return prefix + manifest.name
+
     def check_options(self, program: ir.Program, options: Options) -> list[Diagnostic]:
         version = parse_version(str(options.extra.get("calico_version", DEFAULT_VERSION)))
         out = []
