@@ -65,7 +65,7 @@ _PROTOCOLS = {"TCP": ir.Protocol.TCP, "UDP": ir.Protocol.UDP, "SCTP": ir.Protoco
               "6": ir.Protocol.TCP, "17": ir.Protocol.UDP, "132": ir.Protocol.SCTP}
 
 
-class Unsupported(Exception):
+class UnsupportedError(Exception):
     """A part `.seg` cannot say exactly: the message is the Gap's reason."""
 
 
@@ -87,7 +87,7 @@ _NEGATE = {"In": "NotIn", "NotIn": "In", "Exists": "DoesNotExist", "DoesNotExist
 def _or(a: Dnf, b: Dnf) -> Dnf:
     out = list(dict.fromkeys([*a, *b]))
     if len(out) > MAX_TERMS:
-        raise Unsupported(f"a selector with more than {MAX_TERMS} alternatives")
+        raise UnsupportedError(f"a selector with more than {MAX_TERMS} alternatives")
     return out
 
 
@@ -106,7 +106,7 @@ def _not(a: Dnf) -> Dnf:
         for key, op, values in sorted(term):
             if op in ("all", "global"):
                 if op == "global":
-                    raise Unsupported("a negated global()")
+                    raise UnsupportedError("a negated global()")
                 continue  # !all() is false: this alternative adds nothing
             alternatives.append(frozenset({(key, _NEGATE[op], values)}))
         out = _and(out, alternatives)
@@ -114,14 +114,14 @@ def _not(a: Dnf) -> Dnf:
 
 
 def parse_dnf(text: str) -> Dnf:
-    """A Calico selector as alternatives of conjunctions of atoms; Unsupported for what is not one of
+    """A Calico selector as alternatives of conjunctions of atoms; UnsupportedError for what is not one of
     ==, !=, in, not in, has, !, &&, ||, (), all(), global() (contains, starts with, ends with, ...)."""
     tokens: list[str] = []
     pos, text = 0, text.strip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise Unsupported(f"cannot read the selector {text!r}")
+            raise UnsupportedError(f"cannot read the selector {text!r}")
         tokens.append(m.group().strip())
         pos = m.end()
     at = 0
@@ -133,7 +133,7 @@ def parse_dnf(text: str) -> Dnf:
         nonlocal at
         tok = peek()
         if tok is None or (expected is not None and tok != expected):
-            raise Unsupported(f"the selector {text!r} (expected {expected or 'more'}, found {tok!r})")
+            raise UnsupportedError(f"the selector {text!r} (expected {expected or 'more'}, found {tok!r})")
         at += 1
         return tok
 
@@ -141,7 +141,7 @@ def parse_dnf(text: str) -> Dnf:
         tok = take()
         if len(tok) >= 2 and tok[0] in "'\"" and tok[-1] == tok[0]:
             return tok[1:-1]
-        raise Unsupported(f"the selector {text!r} (expected a quoted value, found {tok!r})")
+        raise UnsupportedError(f"the selector {text!r} (expected a quoted value, found {tok!r})")
 
     def values() -> tuple[str, ...]:
         take("{")
@@ -180,7 +180,7 @@ def parse_dnf(text: str) -> Dnf:
         if op == "not" and peek() == "in":
             take("in")
             return [frozenset({(tok, "NotIn", values())})]
-        raise Unsupported(f"the selector operator {op!r} in {text!r}")
+        raise UnsupportedError(f"the selector operator {op!r} in {text!r}")
 
     def conjunction() -> Dnf:
         out = atom()
@@ -200,7 +200,7 @@ def parse_dnf(text: str) -> Dnf:
         return [frozenset()]
     result = disjunction()
     if peek() is not None:
-        raise Unsupported(f"the selector {text!r} (unexpected {peek()!r})")
+        raise UnsupportedError(f"the selector {text!r} (unexpected {peek()!r})")
     return result
 
 
@@ -212,11 +212,11 @@ def _requirements(term: Term, *, namespace: bool) -> list[ir.Requirement] | None
         if op == "all":
             continue
         if op == "global":
-            raise Unsupported("global() outside a rule's namespaceSelector")
+            raise UnsupportedError("global() outside a rule's namespaceSelector")
         if namespace and key == CALICO_NAMESPACE_NAME:
             key = ir.NAMESPACE_NAME_LABEL
         elif key.startswith(CALICO_PREFIXES):
-            raise Unsupported(f"a selector on {key!r}, a label Calico sets itself")
+            raise UnsupportedError(f"a selector on {key!r}, a label Calico sets itself")
         out.append(ir.Requirement(key, ir.Operator(op), values))
     selector = ir.Selector.of(out)
     return list(selector.requirements) if selector.satisfiable else None
@@ -240,7 +240,7 @@ def namespace_matches(text: str) -> list[ir.NamespaceMatch] | None:
     if any(("", "global", ()) in t for t in terms):
         if terms == [frozenset({("", "global", ())})]:
             return None
-        raise Unsupported(f"global() combined with other namespace requirements in {text!r}")
+        raise UnsupportedError(f"global() combined with other namespace requirements in {text!r}")
     out: list[ir.NamespaceMatch] = []
     for term in terms:
         reqs = _requirements(term, namespace=True)
@@ -248,7 +248,7 @@ def namespace_matches(text: str) -> list[ir.NamespaceMatch] | None:
             continue
         if ("", "all", ()) not in term and not any(
                 r.operator in (ir.Operator.IN, ir.Operator.EXISTS) for r in reqs):
-            raise Unsupported(f"the namespaceSelector {text!r} has only negative requirements: it also "
+            raise UnsupportedError(f"the namespaceSelector {text!r} has only negative requirements: it also "
                               "matches host endpoints and network sets")
         out.append(_namespace_match(reqs))
     return list(dict.fromkeys(out))
@@ -287,44 +287,45 @@ class _Policy:
 def _protocol(value: Any) -> ir.Protocol:
     text = str(value).upper()
     if text not in _PROTOCOLS:
-        raise Unsupported(f"protocol {value}")
+        raise UnsupportedError(f"protocol {value}")
     return _PROTOCOLS[text]
 
 
 def _ports(items: Any, protocol: ir.Protocol | None) -> tuple[tuple[ir.PortMatch, ...], list[int | str]]:
     if not isinstance(items, list) or not items:
-        raise Unsupported("an empty or malformed port list")
+        raise UnsupportedError("an empty or malformed port list")
     if protocol is None:
-        raise Unsupported("ports without a protocol (Calico rejects such a rule)")
-    out, normalized = [], []
+        raise UnsupportedError("ports without a protocol (Calico rejects such a rule)")
+    out: list[ir.PortMatch] = []
+    normalized: list[int | str] = []
     for item in items:
         text = str(item)
         if isinstance(item, bool):
-            raise Unsupported(f"port {item!r}")
+            raise UnsupportedError(f"port {item!r}")
         if text.isdigit():
             out.append(ir.PortMatch(protocol, int(text)))
             normalized.append(int(text))
         elif re.fullmatch(r"\d+:\d+", text):
             lo, hi = map(int, text.split(":"))
             if lo > hi:
-                raise Unsupported(f"port range {text}")
+                raise UnsupportedError(f"port range {text}")
             out.append(ir.PortMatch(protocol, lo) if lo == hi else ir.PortMatch(protocol, lo, hi))
             normalized.append(lo if lo == hi else f"{lo}:{hi}")
         elif re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", text) and any(c.isalpha() for c in text):
             out.append(ir.PortMatch(protocol, name=text))
             normalized.append(text)
         else:
-            raise Unsupported(f"port {item!r}")
+            raise UnsupportedError(f"port {item!r}")
     return tuple(out), normalized
 
 
 def _networks(items: Any) -> list[ir.IPNetwork]:
     if not isinstance(items, list):
-        raise Unsupported("a malformed nets list")
+        raise UnsupportedError("a malformed nets list")
     try:
         return [ipaddress.ip_network(str(n), strict=False) for n in items]
     except ValueError as exc:
-        raise Unsupported(f"an address that is not a CIDR ({exc})") from None
+        raise UnsupportedError(f"an address that is not a CIDR ({exc})") from None
 
 
 def cidr_peers(nets: Sequence[ir.IPNetwork], not_nets: Sequence[ir.IPNetwork], network_set: str | None = None
@@ -344,7 +345,8 @@ class _Translator:
     def __init__(self, objects: Sequence[SourceObject]) -> None:
         self.objects = objects
         self.out = Translation("calico")
-        self.tiers: dict[str, tuple[float, str, SourceObject | None]] = {DEFAULT_TIER: (ir.DEFAULT_TIER_ORDER, "Deny", None)}
+        self.tiers: dict[str, tuple[float, str, SourceObject | None]] = {
+            DEFAULT_TIER: (ir.DEFAULT_TIER_ORDER, "Deny", None)}
         self.sets: list[_NetworkSet] = []
         self.policies: list[_Policy] = []
         self.understood: list[tuple[int, dict[str, Any]]] = []
@@ -358,7 +360,7 @@ class _Translator:
         for index, obj in enumerate(self.objects):
             try:
                 self.read(index, obj)
-            except Unsupported as exc:
+            except UnsupportedError as exc:
                 self.gap(obj, "", str(exc))
         self.check_tiers()
         for policy in sorted(self.policies, key=lambda p: (self.tiers[p.tier][0], p.tier, p.order,
@@ -371,16 +373,16 @@ class _Translator:
     # ---- objects
     def read(self, index: int, obj: SourceObject) -> None:
         if obj.api_version != API_VERSION:
-            raise Unsupported(
+            raise UnsupportedError(
                 f"{obj.api_version or 'no apiVersion'} {obj.kind} among Calico objects: Calico enforces a "
                 "Kubernetes NetworkPolicy in its default tier at order 1000; import such policies on their "
                 "own (netdsl import of vanilla policies) - mixed input is not imported yet")
         if obj.kind.startswith("Staged"):
-            raise Unsupported(f"{obj.kind}: staged policies are not enforced; .seg has no staged statements")
+            raise UnsupportedError(f"{obj.kind}: staged policies are not enforced; .seg has no staged statements")
         body = copy.deepcopy(dict(obj.body))
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
-            raise Unsupported("a spec that is not a mapping")
+            raise UnsupportedError("a spec that is not a mapping")
         body["spec"] = spec
         if obj.kind == "Tier":
             self.tier(index, obj, body)
@@ -389,27 +391,27 @@ class _Translator:
         elif obj.kind in ("NetworkPolicy", "GlobalNetworkPolicy"):
             self.read_policy(index, obj, body)
         else:
-            raise Unsupported(f"{obj.kind} is not a kind netdsl imports")
+            raise UnsupportedError(f"{obj.kind} is not a kind netdsl imports")
 
     def tier(self, index: int, obj: SourceObject, body: dict[str, Any]) -> None:
         spec = body["spec"]
         extra = set(spec) - {"order", "defaultAction"}
         if extra:
-            raise Unsupported(f"Tier fields {sorted(extra)}")
+            raise UnsupportedError(f"Tier fields {sorted(extra)}")
         action = spec.get("defaultAction") or "Deny"
         if action not in ("Deny", "Pass"):
-            raise Unsupported(f"defaultAction {action}")
+            raise UnsupportedError(f"defaultAction {action}")
         order = spec.get("order")
         if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
-            raise Unsupported(f"order {order!r}")
+            raise UnsupportedError(f"order {order!r}")
         if obj.name == DEFAULT_TIER:
             if order not in (None, ir.DEFAULT_TIER_ORDER) or action != "Deny":
-                raise Unsupported("the default tier with another order or defaultAction than Calico's")
+                raise UnsupportedError("the default tier with another order or defaultAction than Calico's")
             spec.update(order=ir.DEFAULT_TIER_ORDER, defaultAction="Deny")
             self.understood.append((index, body))
             return
         if order is not None and order != int(order):
-            raise Unsupported(f"a fractional tier order {order}")
+            raise UnsupportedError(f"a fractional tier order {order}")
         spec["defaultAction"] = action
         self.tiers[obj.name] = (float("inf") if order is None else float(order), action, obj)
         self.understood.append((index, body))
@@ -418,7 +420,7 @@ class _Translator:
         spec = body["spec"]
         extra = set(spec) - {"nets"}
         if extra:
-            raise Unsupported(f"{obj.kind} fields {sorted(extra)} (allowedEgressDomains: DNS names)")
+            raise UnsupportedError(f"{obj.kind} fields {sorted(extra)} (allowedEgressDomains: DNS names)")
         labels = {str(k): str(v) for k, v in ((body.get("metadata") or {}).get("labels") or {}).items()}
         namespace = obj.namespace if obj.kind == "NetworkSet" else None
         name = obj.name if namespace is None else f"{namespace}-{obj.name}"
@@ -438,7 +440,7 @@ class _Translator:
             if flag in extra and not spec.get(flag):
                 extra.discard(flag)  # false is the default
         if extra:
-            raise Unsupported(f"policy fields {sorted(extra)}")
+            raise UnsupportedError(f"policy fields {sorted(extra)}")
         for key in ("selector", "namespaceSelector"):
             if spec.get(key) in (None, ""):  # Calico reads an empty selector as an absent one
                 spec.pop(key, None)
@@ -446,17 +448,17 @@ class _Translator:
             if spec.get(key) is None:
                 spec.pop(key, None)
             elif not isinstance(spec[key], list):
-                raise Unsupported(f"{key} is not a list")
+                raise UnsupportedError(f"{key} is not a list")
         if not spec.get("types"):
             # libcalico-go defaultPolicyTypesField
             spec["types"] = (["Ingress"] if not spec.get("egress") else
                              ["Egress"] if not spec.get("ingress") else ["Ingress", "Egress"])
         if not set(spec["types"]) <= {"Ingress", "Egress"}:
-            raise Unsupported(f"types {spec['types']}")
+            raise UnsupportedError(f"types {spec['types']}")
         tier = spec.get("tier") or DEFAULT_TIER
         order = spec.get("order")
         if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
-            raise Unsupported(f"order {order!r}")
+            raise UnsupportedError(f"order {order!r}")
         if obj.kind == "NetworkPolicy":
             self.out.namespaces.setdefault(str(obj.namespace), ())
         policy = _Policy(obj, body, tier, float("inf") if order is None else float(order), index)
@@ -490,12 +492,12 @@ class _Translator:
             return [ir.Workload(str(obj.namespace), _name(obj.name, i, len(selectors)), s, IMPORTED)
                     for i, s in enumerate(selectors)]
         if "namespaceSelector" not in spec:
-            raise Unsupported("a GlobalNetworkPolicy without namespaceSelector also applies to host "
+            raise UnsupportedError("a GlobalNetworkPolicy without namespaceSelector also applies to host "
                               "endpoints, which .seg cannot select")
         matches = namespace_matches(str(spec["namespaceSelector"]))
         if matches is None:
-            raise Unsupported("a GlobalNetworkPolicy for non-namespaced endpoints (host endpoints)")
-        out = []
+            raise UnsupportedError("a GlobalNetworkPolicy for non-namespaced endpoints (host endpoints)")
+        out: list[ir.Workload] = []
         count = len(matches) * len(selectors)
         for m in matches:
             for s in selectors:
@@ -515,7 +517,7 @@ class _Translator:
                 path = f"spec.{key}[{i}]"
                 try:
                     action, peers, ports, normalized = self.rule(obj, direction, rule, tier)
-                except Unsupported as exc:
+                except UnsupportedError as exc:
                     self.gap(obj, path, str(exc))
                     continue
                 kept.append(normalized)
@@ -560,20 +562,20 @@ class _Translator:
     def rule(self, obj: SourceObject, direction: ir.Direction, rule: Any, tier: str | None
              ) -> tuple[ir.Action, tuple[ir.Peer, ...], tuple[ir.PortMatch, ...], dict[str, Any]]:
         if not isinstance(rule, dict):
-            raise Unsupported("a rule that is not a mapping")
+            raise UnsupportedError("a rule that is not a mapping")
         extra = set(rule) - _RULE_FIELDS
         if extra:
-            raise Unsupported(f"rule fields {sorted(extra)} (.seg has no "
+            raise UnsupportedError(f"rule fields {sorted(extra)} (.seg has no "
                               f"{', '.join(sorted(extra))})")
         action = rule.get("action")
         if action == "Log":
-            raise Unsupported("a Log rule (.seg has no logging)")
+            raise UnsupportedError("a Log rule (.seg has no logging)")
         if action not in ("Allow", "Deny", "Pass"):
-            raise Unsupported(f"action {action!r}")
+            raise UnsupportedError(f"action {action!r}")
         if tier is None and action == "Pass":
-            raise Unsupported("Pass in the default tier (.seg allows pass only inside a tier)")
+            raise UnsupportedError("Pass in the default tier (.seg allows pass only inside a tier)")
         if tier is None and action == "Deny" and self.default_allow_seen[direction]:
-            raise Unsupported("a Deny after an Allow in the default tier (.seg puts deny statements first "
+            raise UnsupportedError("a Deny after an Allow in the default tier (.seg puts deny statements first "
                               "there, which would change the order)")
         normalized = copy.deepcopy(rule)
         protocol = None
@@ -590,9 +592,9 @@ class _Translator:
                                else ("source", "destination"))
         own, other = entities[own_side], entities[peer_side]
         if set(own) - {"ports"}:
-            raise Unsupported(f"a {own_side} that narrows the policy's own endpoints ({', '.join(sorted(own))})")
+            raise UnsupportedError(f"a {own_side} that narrows the policy's own endpoints ({', '.join(sorted(own))})")
         if "ports" in entities["source"]:
-            raise Unsupported("source ports")
+            raise UnsupportedError("source ports")
         ports: tuple[ir.PortMatch, ...] = ()
         if "ports" in entities["destination"]:
             ports, numbers = _ports(entities["destination"]["ports"], protocol)
@@ -609,7 +611,7 @@ class _Translator:
             return (ir.AnyPeer(),)
         selects = "selector" in entity or "namespaceSelector" in entity
         if selects and ("nets" in entity or "notNets" in entity):
-            raise Unsupported("nets together with a selector")
+            raise UnsupportedError("nets together with a selector")
         if not selects:
             not_nets = _networks(entity.get("notNets") or [])
             if "nets" in entity:
@@ -626,7 +628,7 @@ class _Translator:
         elif namespaced:
             matches = [ir.NamespaceByName(str(obj.namespace))]
         else:
-            raise Unsupported("a GlobalNetworkPolicy rule selector without namespaceSelector also matches "
+            raise UnsupportedError("a GlobalNetworkPolicy rule selector without namespaceSelector also matches "
                               "host endpoints and network sets")
         peers: list[ir.Peer] = [ir.PodPeer(m, s) for m in matches for s in selectors]
         peers += self.sets_selected(obj, entity, selectors)
@@ -644,7 +646,7 @@ class _Translator:
                 if s.namespace == obj.namespace:
                     out.extend(s.peers)
                 continue
-            raise Unsupported(f"the selector also matches NetworkSet {s.namespace}/{s.name}'s addresses")
+            raise UnsupportedError(f"the selector also matches NetworkSet {s.namespace}/{s.name}'s addresses")
         return out
 
     def global_peers(self, text: str, selectors: list[ir.Selector]) -> tuple[ir.Peer, ...]:
@@ -652,30 +654,30 @@ class _Translator:
         for s in selectors:
             if not any(r.key.startswith(NOT_ON_HOST_ENDPOINTS) and r.operator in (ir.Operator.IN, ir.Operator.EXISTS)
                        for r in s.requirements):
-                raise Unsupported(f"the selector {text!r} with global() also matches host endpoints that carry "
+                raise UnsupportedError(f"the selector {text!r} with global() also matches host endpoints that carry "
                                   "its labels (only a netdsl.dev/ label tells a network set apart)")
         try:
             match = parse_selector(text)
         except SelectorError as exc:
-            raise Unsupported(str(exc)) from None
+            raise UnsupportedError(str(exc)) from None
         out: list[ir.Peer] = []
-        for s in self.sets:
-            if s.namespace is None and match(s.labels):
-                out.extend(s.peers)
+        for ns in self.sets:
+            if ns.namespace is None and match(ns.labels):
+                out.extend(ns.peers)
         return tuple(dict.fromkeys(out))
 
 
 def _entity(value: Any, side: str) -> dict[str, Any]:
     """A rule's source or destination with Calico's "absent" forms left out: null, "" and [] constrain
-    nothing (Go's empty values); fields .seg cannot say are Unsupported."""
+    nothing (Go's empty values); fields .seg cannot say are UnsupportedError."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise Unsupported(f"a {side} that is not a mapping")
+        raise UnsupportedError(f"a {side} that is not a mapping")
     out = {k: copy.deepcopy(v) for k, v in value.items() if v not in (None, "", [], {})}
     extra = set(out) - _ENTITY_FIELDS
     if extra:
-        raise Unsupported(f"{side} fields {sorted(extra)}")
+        raise UnsupportedError(f"{side} fields {sorted(extra)}")
     return out
 
 

@@ -26,8 +26,9 @@ Endpoints and their labels (what selectors are evaluated against):
   "Host endpoints"). It belongs to no namespace. GlobalNetworkPolicy "applies to workload endpoint
   resources in all namespaces, and to host endpoint resources" (docs, "Global network policy").
 * A NetworkSet carries its labels, `projectcalico.org/namespace=<ns>` and its namespace's `pcns.`
-  labels (the namespace profile); a GlobalNetworkSet carries its labels; a rule selector that matches it matches every address in
-  its `nets` - a pod's or a host endpoint's address too (selectors become IP sets).
+  labels (the namespace profile); a GlobalNetworkSet carries its labels. A rule selector that matches
+  a set matches every address in its `nets` - a pod's or a host endpoint's address too (selectors
+  become IP sets).
 
 Selectors, as the syncer rewrites them (updateprocessors/rules.go, globalnetworkpolicyprocessor.go):
 
