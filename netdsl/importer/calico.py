@@ -527,26 +527,30 @@ class _Translator:
                 spec[key] = kept
             if direction.value not in spec["types"]:
                 continue
+            if not translated and tier is None and any(not w.selector.is_everything for w in policy.subjects):
+                self.gap(obj, "spec.types",
+                         f"a policy that isolates only some pods in {direction.value} with no rule there "
+                         "(`isolate ... for` is not in .seg yet)")
+                spec["types"] = [d for d in spec["types"] if d != direction.value]
+                continue
             for subject in policy.subjects:
                 for action, peers, ports in translated:
                     self.out.rules.append(ir.Rule(subject, direction, peers, ports, IMPORTED,
                                                   text=f"{obj.title} {key}", action=action, tier=tier))
                 if not translated:
                     self.applies_without_rules(policy, subject, direction, tier)
+        if not spec["types"]:
+            self.understood = [(i, b) for i, b in self.understood if b is not policy.body]
 
     def applies_without_rules(self, policy: _Policy, subject: ir.Workload, direction: ir.Direction,
                               tier: str | None) -> None:
-        """The policy makes its tier apply to its subject in `direction` but no rule of it matches."""
+        """The policy makes its tier apply to its subject in `direction` but no rule of it matches: the
+        tier's own default (a trailing deny; nothing for Pass), or in the default tier an isolation."""
         if tier is not None:
             if self.tiers[tier][1] == "Deny":
                 self.terminal.append(ir.Rule(subject, direction, (ir.AnyPeer(),), (), IMPORTED,
-                                              text=f"{policy.source.title}: tier {tier} denies the rest",
-                                              action=ir.Action.DENY, tier=tier))
-            return
-        if not subject.selector.is_everything:
-            self.gap(policy.source, "spec.selector",
-                     f"a policy that isolates only some pods ({subject.selector}) in {direction.value} with no "
-                     "rule in the default tier (`isolate ... for` is not in .seg yet)")
+                                             text=f"{policy.source.title}: tier {tier} denies the rest",
+                                             action=ir.Action.DENY, tier=tier))
             return
         self.out.isolations.append(ir.Isolation(subject.namespace, direction, IMPORTED, cluster=subject.cluster))
 
