@@ -44,6 +44,7 @@ from netdsl.importer.model import IMPORTED, Gap, SourceObject, Translation
 from netdsl.semantics.calico import SelectorError, parse_selector
 
 API_VERSION = "projectcalico.org/v3"
+CRD_API_VERSION = "crd.projectcalico.org/v1"  # as `kubectl get <kind>.crd.projectcalico.org` shows them
 KINDS = frozenset({
     "NetworkPolicy", "GlobalNetworkPolicy", "Tier", "GlobalNetworkSet", "NetworkSet",
     "StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy",
@@ -367,19 +368,26 @@ class _Translator:
                                                              p.source.name, p.index)):
             self.policy(policy)
         self.finish_tiers()
+        for r in self.out.rules:  # the namespaces the import names
+            for m in (r.subject.cluster, *(p.namespaces for p in r.peers if isinstance(p, ir.PodPeer))):
+                if isinstance(m, ir.NamespaceByName):
+                    self.out.namespaces.setdefault(m.name, ())
         self.out.understood = [body for _, body in sorted(self.understood, key=lambda ib: ib[0])]
         return self.out
 
     # ---- objects
     def read(self, index: int, obj: SourceObject) -> None:
-        if obj.api_version != API_VERSION:
+        if obj.api_version.startswith("networking.k8s.io/"):
             raise UnsupportedError(
-                f"{obj.api_version or 'no apiVersion'} {obj.kind} among Calico objects: Calico enforces a "
-                "Kubernetes NetworkPolicy in its default tier at order 1000; import such policies on their "
-                "own (netdsl import of vanilla policies) - mixed input is not imported yet")
+                "a Kubernetes NetworkPolicy among Calico objects: Calico enforces it in its default tier at "
+                "order 1000, between the Calico policies; mixed input is not imported yet (import the "
+                "Kubernetes policies on their own)")
+        if obj.api_version not in (API_VERSION, CRD_API_VERSION):
+            raise UnsupportedError(f"apiVersion {obj.api_version or '(none)'}")
         if obj.kind.startswith("Staged"):
             raise UnsupportedError(f"{obj.kind}: staged policies are not enforced; .seg has no staged statements")
         body = copy.deepcopy(dict(obj.body))
+        body["apiVersion"] = API_VERSION  # the CRD storage form has the same spec
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
             raise UnsupportedError("a spec that is not a mapping")

@@ -46,8 +46,8 @@ def reasons(t: Translation) -> list[str]:
 
 def np(spec: str, name: str = "p", namespace: str = "prod") -> str:
     body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
-    return (f"apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
-            f"spec:\n{body}\n")
+    return (f"apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\n"
+            f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{body}\n")
 
 
 def gnp(spec: str, name: str = "g") -> str:
@@ -209,7 +209,8 @@ def test_too_many_alternatives() -> None:
 def test_namespace_selectors() -> None:
     t = imported(np("ingress:\n"
                     "- {action: Allow, source: {namespaceSelector: projectcalico.org/name == 'ops'}}\n"
-                    "- {action: Allow, source: {namespaceSelector: env == 'prod' && team != 'x', selector: app == 'a'}}\n"
+                    "- {action: Allow, source: {namespaceSelector: env == 'prod' && team != 'x', "
+                    "selector: app == 'a'}}\n"
                     "- {action: Allow, source: {namespaceSelector: all()}}\n"
                     "- {action: Allow, source: {namespaceSelector: has(projectcalico.org/name) && env != 'x'}}"))
     assert t.gaps == []
@@ -304,8 +305,8 @@ def test_tiers_pass_deny_and_a_policy_without_rules() -> None:
 
 def test_default_tier_isolation_and_order() -> None:
     t = imported(np("types: [Ingress, Egress]", name="iso")
-                 + "---\n" + np("order: 1\nselector: app == 'web'\ningress: [{action: Deny, source: {nets: [10.0.0.0/8]}}]",
-                                name="deny")
+                 + "---\n" + np("order: 1\nselector: app == 'web'\n"
+                                "ingress: [{action: Deny, source: {nets: [10.0.0.0/8]}}]", name="deny")
                  + "---\n" + np("order: 2\nselector: app == 'web'\ningress: [{action: Allow}]", name="allow"))
     assert t.gaps == [] and {i.direction for i in t.isolations} == set(ir.Direction)
     assert_exact(t)
@@ -356,7 +357,62 @@ def test_object_gaps(text: str, why: str) -> None:
     assert t.understood == [] and t.rules == []
 
 
+def test_crd_storage_form_reads_as_v3() -> None:
+    t = imported(np("ingress: [{action: Allow, source: {selector: app == 'a'}}]").replace(
+        "projectcalico.org/v3", "crd.projectcalico.org/v1"))
+    assert t.gaps == [] and t.understood[0]["apiVersion"] == "projectcalico.org/v3"
+    assert_exact(t)
+
+
 def test_empty_fields_read_as_absent() -> None:
     t = imported(np("selector: ''\ningress: [{action: Allow, source: {selector: '', nets: []}, destination: null}]"))
     assert t.gaps == [] and t.rules[0].peers == (ir.AnyPeer(),)
     assert_exact(t)
+
+
+# ------------------------------------------------------------------------------------ the evaluator
+
+
+def evaluator(text: str) -> Any:
+    import ipaddress
+
+    from netdsl.semantics.calico import CalicoSemantics
+    from netdsl.semantics.model import Connection, External, Pod, Topology
+
+    web, lb = Pod("prod", "web", {"app": "web"}), Pod("prod", "lb", {"app": "lb"})
+    outside = External(ipaddress.ip_address("203.0.113.7"))
+    topology = Topology({"prod": {"env": "prod"}}, (web, lb), (outside,))
+    sem = CalicoSemantics([d for d in yaml.safe_load_all(text) if d], topology)
+    return lambda src, dst, port=80: sem.decide(Connection(
+        {"web": web, "lb": lb, "out": outside}[src], {"web": web, "lb": lb, "out": outside}[dst],
+        ir.Protocol.TCP, port)).allowed
+
+
+def test_evaluator_types_default_to_egress_alone_with_only_egress_rules() -> None:
+    decide = evaluator(np("selector: app == 'web'\negress: [{action: Allow, destination: {nets: [10.0.0.0/8]}}]"))
+    assert decide("lb", "web") and not decide("web", "out")
+
+
+def test_evaluator_log_goes_on_to_the_next_rule() -> None:
+    decide = evaluator(np("selector: app == 'web'\n"
+                          "ingress: [{action: Log}, {action: Allow, source: {selector: app == 'lb'}}]"))
+    assert decide("lb", "web") and not decide("out", "web")
+
+
+def test_evaluator_tier_without_order_comes_last() -> None:
+    decide = evaluator(tier("b") + "---\n" + tier("a", 5) + "---\n"
+                       + np("tier: b\ningress: [{action: Allow}]", name="x")
+                       + "---\n" + np("tier: a\ningress: [{action: Deny, source: {selector: app == 'lb'}}, "
+                                      "{action: Pass}]", name="y"))
+    assert not decide("lb", "web") and decide("out", "web")
+
+
+def test_evaluator_namespaced_network_set() -> None:
+    nset = ("apiVersion: projectcalico.org/v3\nkind: NetworkSet\nmetadata: {name: s, namespace: prod, "
+            "labels: {role: partner}}\nspec: {nets: [203.0.113.0/24]}\n")
+    same = evaluator(nset + "---\n" + np("ingress: [{action: Allow, source: {selector: role == 'partner'}}]"))
+    assert same("out", "web") and not same("lb", "web")
+    rule = "ingress: [{action: Allow, source: {namespaceSelector: env == '%s', selector: role == 'partner'}}]"
+    for env, allowed in (("prod", True), ("test", False)):
+        decide = evaluator(nset + "---\n" + gnp("namespaceSelector: all()\nselector: app == 'web'\n" + rule % env))
+        assert decide("out", "web") is allowed  # the set inherits its namespace's labels (namespace profile)
