@@ -50,6 +50,9 @@ class Capability(str, Enum):
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netdsl"}
 SOURCE_ANNOTATION = "netdsl.dev/source"
 WIDENED_ANNOTATION = "netdsl.dev/widened"
+# Flux's post-build substitution rewrites `${...}` and `$$` in every object it applies, which would
+# corrupt a regular expression such as `^/api/v1$`; this annotation makes Flux leave the object alone.
+FLUX_SUBSTITUTE_ANNOTATION = "kustomize.toolkit.fluxcd.io/substitute"
 
 
 def object_annotations(spans: Iterable[Span], rules: Iterable[ir.Rule] = ()) -> dict[str, str]:
@@ -158,6 +161,47 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
+@dataclass
+class IsolationGroup:
+    """The isolations one default-deny object carries: one scope (a namespace, or a cluster block's
+    namespaces), one subject (None: every pod there), both directions or one."""
+
+    namespace: str
+    cluster: ir.NamespaceMatch | None
+    subject: ir.Workload | None
+    directions: list[ir.Direction]
+    spans: list[Span]
+    name: str  # unique among the objects of its scope (see isolation_groups)
+
+
+def isolation_groups(program: ir.Program) -> list[IsolationGroup]:
+    """The program's isolations grouped by scope and subject, in the order first written, each named:
+    `default-deny[-ingress|-egress]` for a whole scope, `isolate[-ingress|-egress]-SERVICE` for
+    `isolate for SERVICE`. Policies of workloads are named after the workload, so an isolation name that
+    a workload (or another isolation) of the same scope also has gets a digest of its selector and
+    directions: names stay unique and stable."""
+    grouped: dict[tuple[str, ir.NamespaceMatch | None, ir.Workload | None], list[ir.Isolation]] = {}
+    for i in program.isolations:
+        grouped.setdefault((i.namespace, i.cluster, i.subject), []).append(i)
+    out: list[IsolationGroup] = []
+    for (namespace, cluster, subject), items in grouped.items():
+        directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
+        which = "" if len(directions) == 2 else f"-{directions[0].value.lower()}"
+        name = f"default-deny{which}" if subject is None else f"isolate{which}-{subject.name}"
+        out.append(IsolationGroup(namespace, cluster, subject, directions, [i.span for i in items], name))
+    workloads = {(w.namespace, w.cluster, w.name) for w in program.services}
+    workloads |= {(r.subject.namespace, r.subject.cluster, r.subject.name) for r in program.rules}
+    names: dict[tuple[str, ir.NamespaceMatch | None, str], int] = {}
+    for g in out:
+        names[(g.namespace, g.cluster, g.name)] = names.get((g.namespace, g.cluster, g.name), 0) + 1
+    for g in out:
+        key = (g.namespace, g.cluster, g.name)
+        if g.subject is not None and (key in workloads or names[key] > 1):
+            what = f"{g.subject.selector}|{','.join(d.value for d in g.directions)}"
+            g.name = f"{g.name}-{digest('isolate ' + what)}"
+    return out
+
+
 def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:
     if rule.action is ir.Action.ALLOW:
         yield Capability.ALLOW, rule.span
@@ -212,12 +256,31 @@ def duplicate_objects(manifests: Sequence[Manifest]) -> list[Diagnostic]:
     return problems
 
 
+def _has_dollar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "$" in value
+    if isinstance(value, dict):
+        return any(_has_dollar(k) or _has_dollar(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_dollar(v) for v in value)
+    return False
+
+
+def protect_from_flux(manifests: Sequence[Manifest]) -> None:
+    """Mark every object holding a `$` (an HTTP path or host pattern, a file name in an annotation) so
+    that Flux's variable substitution does not rewrite it (the templates lay out body["metadata"])."""
+    for m in manifests:
+        if _has_dollar(m.body):
+            m.body["metadata"].setdefault("annotations", {})[FLUX_SUBSTITUTE_ANNOTATION] = "disabled"
+
+
 def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Diagnostic]:
     """Render every manifest and parse it back; refuse objects that share an identity, or YAML that does
     not read back as the intended object."""
     problems = duplicate_objects(manifests)
     if problems:
         return problems
+    protect_from_flux(manifests)
     env = environment(backend.name)
     for m in manifests:
         try:
