@@ -12,7 +12,7 @@ anything else is a Gap and leaves `understood`.
   applies to a pod where one of its rules does, a Calico tier where one of its policies does: a
   policy that applies in a direction but has no rule there becomes, in a tier that denies, a trailing
   `deny from anywhere` for its subject (the tier's own default); in the default tier an isolation
-  (only for a namespace's or a cluster block's every pod).
+  (`isolate [DIRECTION] [for SUBJECT]`).
 * The default tier: `.seg` puts deny statements first there, so a Deny after an Allow in Calico's
   order is a gap (the order would change); Pass there is a gap (`.seg` allows pass only in tiers).
 * Selectors: conjunctions of ==, !=, has, !has, in, not in, all() (a `||` in a subject repeats the
@@ -535,20 +535,12 @@ class _Translator:
                 spec[key] = kept
             if direction.value not in spec["types"]:
                 continue
-            if not translated and tier is None and any(not w.selector.is_everything for w in policy.subjects):
-                self.gap(obj, "spec.types",
-                         f"a policy that isolates only some pods in {direction.value} with no rule there "
-                         "(`isolate ... for` is not in .seg yet)")
-                spec["types"] = [d for d in spec["types"] if d != direction.value]
-                continue
             for subject in policy.subjects:
                 for action, peers, ports in translated:
                     self.out.rules.append(ir.Rule(subject, direction, peers, ports, IMPORTED,
                                                   text=f"{obj.title} {key}", action=action, tier=tier))
                 if not translated:
                     self.applies_without_rules(policy, subject, direction, tier)
-        if not spec["types"]:
-            self.understood = [(i, b) for i, b in self.understood if b is not policy.body]
 
     def applies_without_rules(self, policy: _Policy, subject: ir.Workload, direction: ir.Direction,
                               tier: str | None) -> None:
@@ -560,7 +552,9 @@ class _Translator:
                                              text=f"{policy.source.title}: tier {tier} denies the rest",
                                              action=ir.Action.DENY, tier=tier))
             return
-        self.out.isolations.append(ir.Isolation(subject.namespace, direction, IMPORTED, cluster=subject.cluster))
+        self.out.isolations.append(ir.Isolation(
+            subject.namespace, direction, IMPORTED, cluster=subject.cluster,
+            subject=None if subject.selector.is_everything else subject))
 
     def finish_tiers(self) -> None:
         """Trailing denies after their tier's rules; the default tier's order checked."""

@@ -81,6 +81,25 @@ def test_every_example_compiled_to_calico_imports_back_exactly(path: Path) -> No
     assert_exact(t)
 
 
+# what the decompiler (netdsl/importer/decompile.py) does not write yet: tiers, cluster blocks, deny
+DECOMPILER_LACKS = {"calico-tiers.seg", "8.1-global-default-deny.seg", "8.2-tiered-security-policy.seg"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_compiled_to_calico_imports_back_through_text(path: Path) -> None:
+    """The whole way: translated, decompiled, printed, checked, lowered, proven (import_manifests)."""
+    from netdsl.importer import import_manifests
+
+    result = compile_paths([str(path)], "calico")
+    if not result.ok:
+        pytest.skip("the example uses what Calico cannot express")
+    if path.name in DECOMPILER_LACKS:
+        pytest.xfail("the decompiler does not write tiers, cluster blocks or deny statements yet")
+    stream = "".join("---\n" + m.text for m in result.manifests).encode()
+    out = import_manifests(["-"], stdin=stream, target="calico")
+    assert out.ok, [d.message for d in out.diagnostics if d.is_error]
+
+
 def test_the_proof_is_not_vacuous() -> None:
     """Dropping one imported rule is caught: the oracle tells a wrong import apart."""
     bodies = compiled(ROOT / "examples" / "calico-tiers.seg")
@@ -314,9 +333,10 @@ def test_default_tier_isolation_and_order() -> None:
     t = imported(np("ingress: [{action: Allow, source: {selector: app == 'a'}}, {action: Deny}]"))
     assert [g.path for g in t.gaps] == ["spec.ingress[1]"]
     assert_exact(t)
-    # some pods isolated with no rule: `isolate ... for` is not in the language yet
+    # some pods isolated with no rule there: `isolate ingress for web`
     t = imported(np("selector: app == 'web'\ntypes: [Ingress, Egress]\negress: [{action: Allow}]"))
-    assert [g.path for g in t.gaps] == ["spec.types"] and t.understood[0]["spec"]["types"] == ["Egress"]
+    [iso] = t.isolations
+    assert t.gaps == [] and iso.subject is not None and str(iso.subject.selector) == "app=web"
     assert_exact(t)
 
 
