@@ -32,12 +32,21 @@ def program_of(t: Translation) -> ir.Program:
 
 
 def translate(*objects: dict[str, Any]) -> Translation:
-    return cilium.translate([SourceObject(o, f"test, document {i + 1}") for i, o in enumerate(objects)])
+    t = cilium.translate([SourceObject(o, f"test, document {i + 1}") for i, o in enumerate(objects)])
+    t.target = "cilium"
+    INPUT[id(t)] = list(objects)
+    return t
+
+
+INPUT: dict[int, list[dict[str, Any]]] = {}
 
 
 def exact(t: Translation, objects: list[dict[str, Any]] | None = None) -> Translation:
-    """Assert the Translation's program means exactly `understood` (and `objects`, if given)."""
+    """Assert the Translation's program means exactly `understood`, and the input itself when nothing
+    was left out (the evaluator reads the raw forms as Cilium does)."""
     program = program_of(t)
+    if objects is None and not t.gaps:
+        objects = INPUT.get(id(t))
     for target in ([t.understood] if objects is None else [t.understood, objects]):
         proof = prove(program, "cilium", target)
         assert proof.holds, [c.describe(proof.universe.topology, "cilium") for c in proof.counterexamples]
@@ -219,12 +228,21 @@ ingress:
   - ports:
     - {port: "53"}
     - {port: "8000", endPort: 8100, protocol: tcp}
-    - {port: HTTP, protocol: TCP}
+    - {port: http, protocol: TCP}
     - {port: "0", protocol: UDP}
 """)))
     assert not t.gaps
     assert [str(p) for p in t.rules[0].ports] == ["53", "53/udp", "53/sctp", "8000-8100", "http", "udp"]
     assert t.rules[0].peers == (ir.AnyPeer(),)  # a rule with only toPorts: every peer
+
+
+def test_port_names_are_lowercased_as_cilium_does() -> None:
+    t = translate(cnp(WEB + "ingress: [{toPorts: [{ports: [{port: HTTP, protocol: TCP}]}]}]"))
+    # (only against understood: the class topology would also try a pod port named HTTP, which
+    # Kubernetes refuses)
+    exact(t, t.understood)
+    assert [str(p) for p in t.rules[0].ports] == ["http"]
+    assert t.understood[0]["spec"]["ingress"][0]["toPorts"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
 
 
 def test_http_rules() -> None:
@@ -366,3 +384,15 @@ def test_a_kubernetes_network_policy_in_the_input_is_a_gap() -> None:
           "metadata": {"name": "n", "namespace": "prod"}, "spec": {"podSelector": {}}}
     t = translate(np)
     only_gap(t, "", "NetworkPolicy")
+
+
+def test_empty_lists_read_as_absent() -> None:
+    # Cilium reads `toEndpoints: []` as no toEndpoints (then toPorts alone: every peer) and a rule of
+    # only `toPorts: []` as the empty rule; the evaluator and its matrix read them so too
+    t = exact(translate(cnp(WEB + """
+egress: [{toEndpoints: [], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]
+ingress: [{toPorts: []}]
+""")))
+    assert not t.gaps
+    assert [(r.direction, r.peers) for r in t.rules] == [(ir.Direction.INGRESS, ()),
+                                                          (ir.Direction.EGRESS, (ir.AnyPeer(),))]
