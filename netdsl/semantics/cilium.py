@@ -254,7 +254,7 @@ def _rules_of(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """A policy's rules: `spec` and each of `specs` (Cilium adds them up), each as a policy of its own."""
     if obj.get("specs") is None:
         return [obj]
-    out = [{**obj, "spec": spec} for spec in obj["specs"]]
+    out: list[Mapping[str, Any]] = [{**obj, "spec": spec} for spec in obj["specs"]]
     if obj.get("spec") is not None:
         out.insert(0, obj)
     return out

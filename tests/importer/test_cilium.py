@@ -165,7 +165,8 @@ ingress: [{fromEndpoints: [{matchLabels: {app: api}}]}]
 """)))
     assert not t.gaps
     assert t.rules[0].subject.cluster == ir.AllNamespaces()
-    assert t.rules[0].peers == (ir.PodPeer(ir.AllNamespaces(), ir.Selector.of([ir.Requirement("app", ir.Operator.IN, ("api",))])),)
+    api = ir.Selector.of([ir.Requirement("app", ir.Operator.IN, ("api",))])
+    assert t.rules[0].peers == (ir.PodPeer(ir.AllNamespaces(), api),)
 
 
 def test_clusterwide_subject_without_a_positive_requirement_is_a_gap() -> None:
