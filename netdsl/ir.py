@@ -332,18 +332,31 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Isolation:
-    """Default deny for every pod of `namespace` (or of the namespaces `cluster` matches) in
-    `direction`."""
+    """Default deny in `direction` for every pod of `namespace` (or of the namespaces `cluster`
+    matches) - or, with `subject` (`isolate for web`), for the pods of that workload there only."""
 
     namespace: str
     direction: Direction
     span: Span
     cluster: NamespaceMatch | None = None
+    subject: Workload | None = None
 
     def applies_in(self, namespace: str, labels: dict[str, str]) -> bool:
+        """Whether the namespace is one this isolation is about (its pods may still not all be
+        covered: see `covers`)."""
         if self.cluster is None:
             return namespace == self.namespace
         return namespace_matches(self.cluster, namespace, labels)
+
+    def covers(self, namespace: str, labels: dict[str, str], pod_labels: dict[str, str]) -> bool:
+        """Whether a pod with `pod_labels` in the namespace (with `labels`) is isolated by this."""
+        return self.applies_in(namespace, labels) and (
+            self.subject is None or self.subject.selector.matches(pod_labels))
+
+    @property
+    def selector(self) -> Selector:
+        """The pods of each covered namespace this isolation covers."""
+        return EVERYTHING if self.subject is None else self.subject.selector
 
 
 @dataclass(frozen=True, slots=True)

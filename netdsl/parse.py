@@ -150,8 +150,12 @@ Subjects: TypeAlias = Union[AllPods, tuple[Word, ...]]
 
 @dataclass(frozen=True, slots=True)
 class IsolateStmt:
+    """`isolate [ingress|egress] [for SUBJECTS]`: default deny for every pod of the scope, or (with
+    `subjects`) for the pods of those services."""
+
     direction: Word | None
     span: Span
+    subjects: Subjects | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +278,18 @@ TopStmt: TypeAlias = Union[
 
 
 @dataclass(frozen=True, slots=True)
+class Comment:
+    """A `#` comment as written (its text from `#` to the end of the line)."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     source: SourceFile
     statements: tuple[TopStmt, ...]
+    comments: tuple[Comment, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -476,7 +489,7 @@ class _Build(Transformer[Token, Any]):
 
     # ---- statements
     def isolate_stmt(self, meta: Any, c: list[Any]) -> IsolateStmt:
-        return IsolateStmt(c[0], self._span(meta))
+        return IsolateStmt(c[0], self._span(meta), c[1])
 
     def dns_stmt(self, meta: Any, c: list[Any]) -> DnsStmt:
         return DnsStmt(c[0], self._span(meta))
@@ -661,9 +674,14 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a CIDR or a parenthesised list of CIDRs after `except`": [
         "namespace n {\n a accepts cidr 10.0.0.0/8 except\n}\n",
     ],
-    "expected `ingress`, `egress` or the end of the statement after `isolate`": [
+    "expected `ingress`, `egress`, `for` and service names, or the end of the statement after `isolate`": [
         "namespace n {\n isolate both\n}\n",
         "namespace n {\n isolate ingress egress\n}\n",
+        "namespace n {\n isolate web\n}\n",
+    ],
+    "expected service or group names, or `all pods`, after `isolate ... for`": [
+        "namespace n {\n isolate for\n}\n",
+        "namespace n {\n isolate ingress for\n}\n",
     ],
     "expected `dns` after `allow` (other flows are written `X accepts Y` or `X connects to Y`)": [
         "namespace n {\n allow b\n}\n",

@@ -122,3 +122,18 @@ def test_kpt_fn_eval_writes_the_objects_into_the_package(package: Path) -> None:
     (package / "app.seg").write_text("namespace x {\n  a accepts\n}\n")
     failed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False, cwd=package)
     assert failed.returncode != 0 and "app.seg:2:" in failed.stdout + failed.stderr
+
+
+def test_kptfile_pipeline_and_the_netdsl_krm_executable(package: Path) -> None:
+    """The README's Kptfile form, rendered by the real kpt, with the `netdsl-krm` executable."""
+    kpt = require_tool("kpt")
+    (package / "Kptfile").write_text(yaml.safe_dump({
+        "apiVersion": "kpt.dev/v1", "kind": "Kptfile", "metadata": {"name": "app"},
+        "pipeline": {"mutators": [{"exec": str(Path(sys.executable).parent / "netdsl-krm"),
+                                   "configMap": {"paths": "app.seg", "target": "cilium"}}]},
+    }))
+    done = subprocess.run([kpt, "fn", "render", "--allow-exec", "."], cwd=package, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in (package / "netdsl").rglob("*.yaml")}
+    assert kinds == {"CiliumNetworkPolicy"}

@@ -161,6 +161,47 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
+@dataclass
+class IsolationGroup:
+    """The isolations one default-deny object carries: one scope (a namespace, or a cluster block's
+    namespaces), one subject (None: every pod there), both directions or one."""
+
+    namespace: str
+    cluster: ir.NamespaceMatch | None
+    subject: ir.Workload | None
+    directions: list[ir.Direction]
+    spans: list[Span]
+    name: str  # unique among the objects of its scope (see isolation_groups)
+
+
+def isolation_groups(program: ir.Program) -> list[IsolationGroup]:
+    """The program's isolations grouped by scope and subject, in the order first written, each named:
+    `default-deny[-ingress|-egress]` for a whole scope, `isolate[-ingress|-egress]-SERVICE` for
+    `isolate for SERVICE`. Policies of workloads are named after the workload, so an isolation name that
+    a workload (or another isolation) of the same scope also has gets a digest of its selector and
+    directions: names stay unique and stable."""
+    grouped: dict[tuple[str, ir.NamespaceMatch | None, ir.Workload | None], list[ir.Isolation]] = {}
+    for i in program.isolations:
+        grouped.setdefault((i.namespace, i.cluster, i.subject), []).append(i)
+    out: list[IsolationGroup] = []
+    for (namespace, cluster, subject), items in grouped.items():
+        directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
+        which = "" if len(directions) == 2 else f"-{directions[0].value.lower()}"
+        name = f"default-deny{which}" if subject is None else f"isolate{which}-{subject.name}"
+        out.append(IsolationGroup(namespace, cluster, subject, directions, [i.span for i in items], name))
+    workloads = {(w.namespace, w.cluster, w.name) for w in program.services}
+    workloads |= {(r.subject.namespace, r.subject.cluster, r.subject.name) for r in program.rules}
+    names: dict[tuple[str, ir.NamespaceMatch | None, str], int] = {}
+    for g in out:
+        names[(g.namespace, g.cluster, g.name)] = names.get((g.namespace, g.cluster, g.name), 0) + 1
+    for g in out:
+        key = (g.namespace, g.cluster, g.name)
+        if g.subject is not None and (key in workloads or names[key] > 1):
+            what = f"{g.subject.selector}|{','.join(d.value for d in g.directions)}"
+            g.name = f"{g.name}-{digest('isolate ' + what)}"
+    return out
+
+
 def required_capabilities(rule: ir.Rule) -> Iterable[tuple[Capability, Span]]:
     if rule.action is ir.Action.ALLOW:
         yield Capability.ALLOW, rule.span

@@ -37,6 +37,7 @@ from netdsl.backends import (
     Manifest,
     Options,
     digest,
+    isolation_groups,
     object_annotations,
     rule_comment,
 )
@@ -213,21 +214,21 @@ class _Builder:
         return groups
 
     def isolations(self) -> None:
-        by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Isolation]] = defaultdict(list)
-        for i in self.program.isolations:
-            by_scope[(i.namespace, i.cluster)].append(i)
-        for (namespace, cluster), items in by_scope.items():
-            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
-            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
-            if cluster is not None and cluster != self.program.plain_cluster:
-                name = f"{name}-{digest(str(cluster))}"
+        """Default deny: a policy without rules in the default tier, after every other (order 10000),
+        selecting every pod of its scope, or the pods of `isolate for S`."""
+        for g in isolation_groups(self.program):
+            name = g.name
+            if g.subject is not None and g.cluster is not None:
+                name = "cluster-" + name  # like the policies of the block's workloads
+            if g.cluster is not None and g.cluster != self.program.plain_cluster:
+                name = f"{name}-{digest(str(g.cluster))}"
             spec: dict[str, Any] = {"order": ALLOW_ONLY_ORDER * 10}
-            if cluster is not None:
-                spec["namespaceSelector"] = namespace_selector(cluster)
-            spec["selector"] = "all()"
-            spec["types"] = [d.value for d in directions]
-            scope = namespace if cluster is None else None
-            self.add_policy(name, scope, spec, [i.span for i in items], [], [])
+            if g.cluster is not None:
+                spec["namespaceSelector"] = namespace_selector(g.cluster)
+            spec["selector"] = "all()" if g.subject is None else selector(g.subject.selector)
+            spec["types"] = [d.value for d in g.directions]
+            scope = g.namespace if g.cluster is None else None
+            self.add_policy(name, scope, spec, g.spans, [], [], rank=0)
 
     def policy(self, subject: ir.Workload, tier: str | None, order: int, rules: list[ir.Rule],
                base_name: str) -> None:
@@ -265,7 +266,8 @@ class _Builder:
         )
 
     def add_policy(self, name: str, namespace: str | None, spec: dict[str, Any], spans: list[Span],
-                   ingress_comments: list[str], egress_comments: list[str], rules: Iterable[ir.Rule] = ()) -> None:
+                   ingress_comments: list[str], egress_comments: list[str], rules: Iterable[ir.Rule] = (),
+                   rank: int = 1) -> None:
         kind = "NetworkPolicy" if namespace is not None else "GlobalNetworkPolicy"
         if self.staged:
             kind = "Staged" + kind
@@ -277,7 +279,7 @@ class _Builder:
             "spec": spec,
         }
         self.add(body, "Policy.yaml.j2", ingress_comments=ingress_comments, egress_comments=egress_comments,
-                 rank=0 if name.startswith("default-deny") else 1)
+                 rank=rank)
 
     def metadata(self, name: str, namespace: str | None, spans: Iterable[Span],
                  labels: dict[str, str] | None = None, rules: Iterable[ir.Rule] = ()) -> dict[str, Any]:

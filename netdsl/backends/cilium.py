@@ -10,7 +10,8 @@ policy with rules for a direction is default-deny in that direction. So:
 * FQDN egress only works if Cilium's DNS proxy sees the lookups: the policy that has it also carries a
   DNS rule with `rules.dns` (lowering adds the DNS flow to the program; this backend adds the proxy);
 * isolation is `enableDefaultDeny` plus an empty rule - never a rule-less `ingress: []`, which Cilium
-  treats as no policy for that direction;
+  treats as no policy for that direction - with the endpointSelector of every pod, or (`isolate for
+  S`) of S;
 * endpoint selectors in a namespaced policy mean the policy's namespace unless they name
   `k8s:io.kubernetes.pod.namespace` - peers in other namespaces always carry it;
 * every selector that means pods says so. Cilium's own identities (world, host, remote-node,
@@ -37,6 +38,7 @@ from netdsl.backends import (
     Manifest,
     Options,
     digest,
+    isolation_groups,
     label_selector,
     object_annotations,
     rule_comment,
@@ -118,21 +120,15 @@ class CiliumBackend(Backend):
 
     def build(self, program: ir.Program, options: Options) -> list[Manifest]:
         out: list[Manifest] = []
-        by_scope: dict[tuple[str, ir.NamespaceMatch | None], list[ir.Isolation]] = defaultdict(list)
-        for i in program.isolations:
-            by_scope[(i.namespace, i.cluster)].append(i)
-        for (namespace, cluster), items in by_scope.items():
-            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
-            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
-            subject = ir.Workload(namespace, name, ir.EVERYTHING, cluster=cluster)
+        for g in isolation_groups(program):
+            subject = g.subject or ir.Workload(g.namespace, g.name, ir.EVERYTHING, cluster=g.cluster)
             spec: dict[str, Any] = {
                 "endpointSelector": self.endpoint_selector(subject, program),
-                "enableDefaultDeny": {d.value.lower(): True for d in directions},
+                "enableDefaultDeny": {d.value.lower(): True for d in g.directions},
             }
-            for d in directions:
+            for d in g.directions:
                 spec[d.value.lower()] = [{}]  # a rule that allows nothing: default deny, valid for Cilium
-            out.append(self.manifest(subject, name, spec, [i.span for i in items], {}, rank=0,
-                                     program=program))
+            out.append(self.manifest(subject, g.name, spec, g.spans, {}, rank=0, program=program))
         by_workload: dict[ir.Workload, list[ir.Rule]] = defaultdict(list)
         for r in program.rules:
             by_workload[r.subject].append(r)

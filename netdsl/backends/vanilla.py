@@ -1,8 +1,9 @@
 """networking.k8s.io/v1 NetworkPolicy: allow-only, union of policies, isolation per direction.
 
-One policy per namespace for default deny, and one per workload carrying all its ingress and egress
-rules. `policyTypes` is always explicit and lists exactly the directions the policy restricts: a
-policy that listed Egress without egress rules would silently cut the workload's egress.
+One policy per namespace for default deny (`podSelector: {}`), one per `isolate for S` (S's
+selector, no rules), and one per workload carrying all its ingress and egress rules. `policyTypes` is
+always explicit and lists exactly the directions the policy restricts: a policy that listed Egress
+without egress rules would silently cut the workload's egress.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from netdsl.backends import (
     Capability,
     Manifest,
     Options,
+    isolation_groups,
     label_selector,
     object_annotations,
     rule_comment,
@@ -94,17 +96,13 @@ class VanillaBackend(Backend):
     def build(self, program: ir.Program, options: Options) -> list[Manifest]:
         self.staged = bool(options.extra.get("staged"))
         out: list[Manifest] = []
-        isolations: dict[str, list[ir.Isolation]] = defaultdict(list)
-        for i in program.isolations:
-            isolations[i.namespace].append(i)
-        for ns, items in isolations.items():
-            directions = [d for d in ir.Direction if any(i.direction is d for i in items)]
-            name = "default-deny" if len(directions) == 2 else f"default-deny-{directions[0].value.lower()}"
+        for g in isolation_groups(program):  # cluster-wide ones are refused (no CLUSTER_WIDE capability)
+            selector = ir.EVERYTHING if g.subject is None else g.subject.selector
             body = {
                 "apiVersion": API_VERSION,
                 "kind": "NetworkPolicy",
-                "metadata": metadata(name, ns, [i.span for i in items]),
-                "spec": {"podSelector": {}, "policyTypes": [d.value for d in directions]},
+                "metadata": metadata(g.name, g.namespace, g.spans),
+                "spec": {"podSelector": label_selector(selector), "policyTypes": [d.value for d in g.directions]},
             }
             out.append(self._manifest(body, ingress=[], egress=[], rank=0))
 

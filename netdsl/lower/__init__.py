@@ -66,6 +66,7 @@ class Lowering(Flows, Halves, Lints, Networks):
                         self.lower_flow(ns, stmt, tier)
                     elif isinstance(stmt, parse.ExpectStmt):
                         self.expect_stmts.append((stmt, ns))
+        self.settle_isolations()
         explicit = self.dedupe(self.exclude_pod_networks(self.rules))
         derived = self.derive_counterparts(explicit)
         program = ir.Program(

@@ -1,6 +1,6 @@
-"""Flows: statements -> IR rules. `isolate` -> isolations, `allow dns` -> egress rules to kube-dns,
-flow statements (`accepts`, `connects to`, `allows|denies|passes from|to`) -> one rule per subject,
-`expect` -> expectations.
+"""Flows: statements -> IR rules. `isolate [for S]` -> isolations (one per workload S stands for),
+`allow dns` -> egress rules to kube-dns, flow statements (`accepts`, `connects to`,
+`allows|denies|passes from|to`) -> one rule per subject, `expect` -> expectations.
 
 Rule: each statement becomes rules for exactly the subjects it names, in its tier, with the peers and
 ports it lists (no ports: every port). An allowed `fqdn` also allows the subject's DNS lookups.
@@ -16,10 +16,14 @@ from netdsl import ir, parse
 from netdsl.ir import Direction, PortMatch
 from netdsl.lower.names import Names
 from netdsl.lower.state import DNS_NAMESPACE, DNS_PORTS, DNS_SELECTOR, Scope, rule_key
+from netdsl.source import Span
 
 
 class Flows(Names):
     def lower_isolate(self, ns: Scope, stmt: parse.IsolateStmt, tier: str | None) -> None:
+        """`isolate [DIR]`: every pod of the scope; `isolate [DIR] for S`: one isolation per workload S
+        stands for (`for all pods` is plain `isolate`). Redundancy is judged once every isolation is
+        known (settle_isolations), except for plain ones repeated in one scope."""
         if tier is not None:
             self.error(
                 "invalid-tier", "`isolate` cannot be used inside a tier", stmt.span,
@@ -31,12 +35,50 @@ class Flows(Names):
             directions = [Direction.INGRESS, Direction.EGRESS]
         else:
             directions = [Direction.INGRESS if stmt.direction.text == "ingress" else Direction.EGRESS]
+        subjects: list[ir.Workload | None] = [None]
+        if stmt.subjects is not None and not isinstance(stmt.subjects, parse.AllPods):
+            subjects = list(self.lower_subjects(ns, stmt.subjects))
         for d in directions:
-            if any(i.namespace == ns.namespace and i.cluster == ns.cluster and i.direction is d
-                   for i in self.isolations):
-                self.warn("redundant", f"{ns.what} is already isolated for {d.value.lower()}", stmt.span)
+            for s in subjects:
+                if s is None and any(i.namespace == ns.namespace and i.cluster == ns.cluster and i.direction is d
+                                     and i.subject is None for i in self.isolations):
+                    self.warn("redundant", f"{ns.what} is already isolated for {d.value.lower()}", stmt.span)
+                    continue
+                self.isolations.append(ir.Isolation(ns.namespace, d, stmt.span, ns.cluster, s))
+
+    def settle_isolations(self) -> None:
+        """Drop (with a `redundant` warning) an isolation of a workload whose pods another isolation of
+        the same scope and direction already covers: the scope's plain `isolate`, or a workload whose
+        selector's requirements are a subset of its own (the same selector: the first one written)."""
+        kept: list[ir.Isolation] = []
+        redundant: dict[tuple[Span, str], tuple[list[str], ir.Isolation]] = {}
+        by_scope: dict[tuple[object, ...], list[tuple[int, ir.Isolation]]] = {}
+        for n, i in enumerate(self.isolations):
+            by_scope.setdefault((i.namespace, i.cluster, i.direction), []).append((n, i))
+        for n, i in enumerate(self.isolations):
+            if i.subject is None:
+                kept.append(i)
                 continue
-            self.isolations.append(ir.Isolation(ns.namespace, d, stmt.span, ns.cluster))
+            mine = set(i.subject.selector.requirements)
+            cover = next((
+                o for m, o in by_scope[(i.namespace, i.cluster, i.direction)]
+                if m != n and (o.subject is None or (set(o.subject.selector.requirements) <= mine and (
+                    o.subject.selector != i.subject.selector or m < n)))
+            ), None)
+            if cover is None:
+                kept.append(i)
+                continue
+            key = (i.span, i.subject.name)
+            if key not in redundant:
+                redundant[key] = ([], cover)
+            redundant[key][0].append(i.direction.value.lower())
+        for (span, name), (directions, cover) in redundant.items():
+            where = f"{cover.span.path}:{cover.span.line}"
+            why = (f"the `isolate` at {where} covers every pod of the "
+                   f"{'namespace' if cover.cluster is None else 'cluster block'}") if cover.subject is None else (
+                   f"`isolate for {cover.subject.name}` at {where} covers its pods")
+            self.warn("redundant", f"`{name}` is already isolated for {' and '.join(directions)}: {why}", span)
+        self.isolations = kept
 
     def lower_dns(self, ns: Scope, stmt: parse.DnsStmt, tier: str | None) -> None:
         subjects = self.lower_subjects(ns, stmt.subjects) if stmt.subjects else [self.all_pods(ns)]

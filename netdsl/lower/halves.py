@@ -1,9 +1,10 @@
 """The other halves of flows: a flow works end to end.
 
 Rule. An allow statement `S accepts P` (or `S connects to P`) opens S's side. Where the program also
-restricts the opposite direction of pods of P - an `isolate` that covers them, or any statement whose
-subject includes them, in that direction - netdsl emits P's side too (the "other half"): a rule on
-those pods that lets exactly this flow (S, the statement's ports) through. What is derived where:
+restricts the opposite direction of pods of P - an `isolate` that covers them (`isolate for R`: the
+pods R selects), or any statement whose subject includes them, in that direction - netdsl emits P's
+side too (the "other half"): a rule on those pods that lets exactly this flow (S, the statement's
+ports) through. What is derived where:
 
 * Toward the pods the peer names: a service or group (`web`), `ns/service`, `pods[...]`,
   `pods[...] in namespace NAME`, `all pods`, `all pods in namespace NAME`, `namespace NAME`. These
@@ -16,16 +17,16 @@ those pods that lets exactly this flow (S, the statement's ports) through. What 
   this one AND match the peer's namespace selector. A statement in a `cluster { }` block
   with a broad peer derives nothing (no rule can say "the subject's own namespace" cluster-wide).
   CIDRs, `fqdn` and the other entities are not pods: nothing is derived for them.
-* Exactly the restricted pods: for every workload R that restricts the opposite direction there
-  (`all pods` of an isolated namespace, or a statement's subject), the other half attaches to the
-  pods of P that R selects - P's selector AND R's selector - whenever both can match one pod (a pod
-  labelled `app=web` and `role=db` is both `web` and `db`). If some R of that namespace selects every
-  pod of P, the rule attaches to P itself. A derived rule therefore never restricts a pod that no
-  statement or isolate restricts, and an explicit rule that already allows the flow there is not
-  repeated. Whether a `cluster namespaces[...]` block restricts a namespace depends on the labels the
-  namespace has in the cluster, not on its `labels` declaration: such an R restricts namespace N where
-  N matches the block's selector, so the other half attaches to a cluster-wide workload for exactly
-  those namespaces (N AND the block's selector).
+* Exactly the restricted pods: for every workload R that restricts the opposite direction there (`all
+  pods` of an isolated namespace, the subject of `isolate for S`, or a statement's subject), the other
+  half attaches to the pods of P that R selects - P's selector AND R's selector - whenever both can
+  match one pod (a pod labelled `app=web` and `role=db` is both `web` and `db`). If some R of that
+  namespace selects every pod of P, the rule attaches to P itself. A derived rule therefore never
+  restricts a pod that no statement or isolate restricts, and an explicit rule that already allows the
+  flow there is not repeated. Whether a `cluster namespaces[...]` block restricts a namespace depends on
+  the labels the namespace has in the cluster, not on its `labels` declaration: such an R restricts
+  namespace N where N matches the block's selector, so the other half attaches to a cluster-wide
+  workload for exactly those namespaces (N AND the block's selector).
 * Tiers: the other half goes in the flow's tier where that tier already restricts those pods in
   that direction (so it is reached in order), and in the default tier where the default tier does
   (isolations live there). It never makes a tier apply to pods it did not apply to (which could
@@ -182,7 +183,8 @@ class Halves(LoweringState):
                 if tier is None:
                     for i in self.isolations:
                         if i.direction is d and (i.cluster is not None or i.namespace == ns.name):
-                            add(self.all_pods(ns), i.cluster)
+                            # `isolate for S` restricts exactly S's pods, like a statement of subject S
+                            add(self.all_pods(ns) if i.subject is None else i.subject, i.cluster)
                 workloads += by_namespace.get((tier, d, ns.name), ())
                 for r in clusterwide:
                     if r.tier == tier and r.direction is d:

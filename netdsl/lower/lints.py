@@ -1,7 +1,8 @@
 """Lints: warnings about a program that compiles but likely does not mean what it says.
 
 Rule: a lint reads the lowered program (explicit and derived rules) and warns at the statement that
-causes the problem: egress restricted without DNS (egress-without-dns), a selector that matches nothing
+causes the problem: egress restricted (by a statement, `isolate`, or `isolate for S`) without DNS
+(egress-without-dns), a selector that matches nothing
 the program declares (selects-nothing), a deny outside tiers that also isolates (deny-isolates). A lint
 never changes the program.
 """
@@ -25,12 +26,19 @@ class Lints(LoweringState):
         say so when the program allows those pods nothing else in that direction."""
         allowed = {(r.subject.namespace, r.subject.cluster, r.direction) for r in program.rules
                    if r.action is ir.Action.ALLOW and r.tier is None}
-        isolated = {(i.namespace, i.cluster, i.direction) for i in program.isolations}
+        isolated = {(i.namespace, i.cluster, i.direction) for i in program.isolations if i.subject is None}
+        isolated_subjects: dict[tuple[object, ...], list[ir.Selector]] = {}
+        for i in program.isolations:
+            if i.subject is not None:
+                isolated_subjects.setdefault((i.namespace, i.cluster, i.direction), []).append(i.selector)
         reported: set[tuple[object, ...]] = set()
         for r in program.rules:
             key = (r.subject.namespace, r.subject.cluster, r.direction)
             if r.action is not ir.Action.DENY or r.tier is not None or key in allowed or key in isolated:
                 continue
+            mine = set(r.subject.selector.requirements)
+            if any(set(sel.requirements) <= mine for sel in isolated_subjects.get(key, ())):
+                continue  # `isolate for S` already isolates every pod of the deny's subject
             if (*key, r.subject.name) in reported:
                 continue
             reported.add((*key, r.subject.name))
@@ -68,15 +76,16 @@ class Lints(LoweringState):
         }
         for ns in self.scopes():
             labels = {k: v for k, (v, _) in ns.labels.items()}
-            isolated = next(
-                (i for i in program.isolations if i.namespace == ns.namespace and i.cluster == ns.cluster
-                 and i.direction is Direction.EGRESS),
-                None,
-            )
+            isolations = [i for i in program.isolations if i.namespace == ns.namespace and i.cluster == ns.cluster
+                          and i.direction is Direction.EGRESS]
+            isolated = next((i for i in isolations if i.subject is None), None)
             restricted: dict[Workload, Span | None] = {}
             if isolated is not None:
                 for s in list(ns.services.values()) or [self.all_pods(ns)]:
                     restricted[s] = isolated.span
+            for i in isolations:
+                if i.subject is not None:  # `isolate egress for S`
+                    restricted.setdefault(i.subject, i.span)
             for r in egress_by_scope.get((ns.namespace, ns.cluster), []):
                 if restricts(r):
                     restricted.setdefault(r.subject, r.span)

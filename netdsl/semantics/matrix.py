@@ -826,7 +826,8 @@ def compile_program(evaluator: program_semantics.ProgramSemantics, index: Index)
             index.all, lambda e: program_semantics.peer_matches(peer, e, topology)))
 
     def isolated(iso: ir.Isolation) -> int:
-        return index.in_namespaces(iso.applies_in)
+        mask = index.in_namespaces(iso.applies_in)
+        return mask if iso.subject is None else mask & _ir_selector(iso.subject.selector, index)
 
     compiled = Compiled([], [])
     for direction, tiers in ((Direction.INGRESS, compiled.ingress), (Direction.EGRESS, compiled.egress)):

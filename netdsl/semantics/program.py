@@ -1,9 +1,10 @@
 """The meaning of the IR itself: what a program allows, independent of any target.
 
 A connection is allowed when the source's egress and the destination's ingress both allow it. A pod's
-direction is restricted when its namespace is isolated for it, or a rule of that direction applies to
-it; a restricted direction allows only what a rule of that direction lists. External endpoints are
-never restricted (no policy applies to them).
+direction is restricted when an isolation covers it (its namespace matches, and `isolate for S`: S's
+selector selects the pod), or a rule of that direction applies to it; a restricted direction allows
+only what a rule of that direction lists. External endpoints are never restricted (no policy applies
+to them).
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ PEER_CACHE = 200_000
 class ProgramSemantics:
     """Tiers are evaluated in order (the default tier, holding statements outside `tier` blocks, at
     order 1000000). A tier applies to a pod's direction when one of its rules, or (default tier) an
-    isolation, applies to the pod. In an applying tier the first matching rule (see evaluation_order) decides:
-    allow or deny ends evaluation, pass goes on to the next tier; with no match the tier's `otherwise`
-    decides (the default tier denies). A direction no tier decides is allowed, as without policy.
+    isolation, covers the pod (Isolation.covers). In an applying tier the first matching rule (see
+    evaluation_order) decides: allow or deny ends evaluation, pass goes on to the next tier; with no
+    match the tier's `otherwise` decides (the default tier denies). A direction no tier decides is
+    allowed, as without policy.
     With only allow rules this is exactly Kubernetes' union-of-allows with per-direction isolation."""
 
     def __init__(self, program: ir.Program, topology: Topology) -> None:
@@ -114,9 +116,10 @@ class ProgramSemantics:
         for (_order, tier, otherwise), applying in zip(self.tiers, self._applying_rules(pod, direction), strict=True):
             isolation = None
             if tier is None:
+                pod_labels = dict(pod.labels)
                 isolation = next(
                     (i for i in self.program.isolations
-                     if i.direction is direction and i.applies_in(pod.namespace, labels)),
+                     if i.direction is direction and i.covers(pod.namespace, labels, pod_labels)),
                     None,
                 )
             if not applying and isolation is None:

@@ -7,7 +7,8 @@ in the order `decide` applies them:
   it; an external endpoint has no side. Each side goes through the tiers by order, the default tier
   (statements outside `tier` blocks) at order 1000000; a direction no tier decides is allowed.
 * Default tier: it applies to a pod's direction when the pod is *restricted* there: its namespace is
-  isolated in that direction (`isolate`, or a `cluster` block's `isolate` covering the namespace), or
+  isolated in that direction (`isolate`, or a `cluster` block's `isolate` covering the namespace), the
+  pod is a subject of an `isolate [DIRECTION] for SUBJECTS` of that direction whose block covers it, or
   an explicit statement of that direction has the pod as subject (`accepts` = allow from,
   `connects to` = allow to, `allow dns` = allow to kube-dns). A deny that matches wins, then an allow
   that matches (explicit, or the other half of a flow), else the pod's direction is denied.
@@ -288,6 +289,7 @@ class Isolation:
     scope: Scope
     direction: Direction
     where: str
+    subjects: tuple[Sel, ...] = (EVERY_POD,)  # `isolate for S`: the pods of S only
 
 
 @dataclass
@@ -410,7 +412,8 @@ class ReferenceSemantics:
             directions: tuple[Direction, ...] = (
                 ("ingress", "egress") if stmt.direction is None else ("ingress" if stmt.direction.text == "ingress"
                                                                       else "egress",))
-            self.isolations += [Isolation(scope, d, where) for d in directions]
+            subjects = self._subjects(scope, stmt.subjects) if stmt.subjects is not None else (EVERY_POD,)
+            self.isolations += [Isolation(scope, d, where, subjects) for d in directions]
         elif isinstance(stmt, parse.DnsStmt):
             subjects = self._subjects(scope, stmt.subjects) if stmt.subjects is not None else (EVERY_POD,)
             self.statements.append(
@@ -539,7 +542,8 @@ class ReferenceSemantics:
     def _isolation(self, pod: Pod, direction: Direction) -> Isolation | None:
         labels = self._ns_labels(pod)
         return next((i for i in self.isolations
-                     if i.direction == direction and i.scope.covers(pod.namespace, labels, self.system)), None)
+                     if i.direction == direction and i.scope.covers(pod.namespace, labels, self.system)
+                     and any(s.matches(pod.labels) for s in i.subjects)), None)
 
     def side(self, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> Verdict:
         for _order, tier, otherwise in self.order:

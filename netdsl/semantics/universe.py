@@ -260,6 +260,8 @@ def mentions_of_program(program: ir.Program, into: Mentions | None = None) -> Me
             m.namespace_match(iso.cluster)
         else:
             m.namespace_selector(_by_name(iso.namespace))
+        if iso.subject is not None:  # `isolate for S` splits the pods of its namespaces by S's selector
+            m.pod_selector(_workload_scope(m, iso.subject), iso.subject.selector)
     for rule in program.rules:
         m.pod_selector(_workload_scope(m, rule.subject), rule.subject.selector)
         for peer in rule.peers:
