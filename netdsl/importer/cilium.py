@@ -20,7 +20,7 @@ rule and why, and is left out of `understood`:
   the reserved identities it matches (as entities: a selector of only negative requirements admits
   the Internet, the nodes, ...);
 * a rule with only toPorts matches every peer (`anywhere`), the empty rule none (it only makes the
-  direction default-deny: an `isolate` of the subject when nothing else restricts it);
+  direction default-deny: `isolate [... for]` the subject when nothing else restricts it);
 * toPorts: protocol ANY (or none) is TCP, UDP and SCTP, port "0" every port of the protocol, names
   lowercased (Cilium compares them so); L7 `http` rules become `ir.HttpRule`; the only `dns` rule
   accepted is the DNS-proxy rule netdsl writes itself (`matchPattern: "*"` on the subject's
@@ -769,10 +769,10 @@ def _emit(s: _Spec, t: Translation) -> None:
 
 
 def _isolate(s: _Spec, direction: ir.Direction, t: Translation) -> None:
-    """Default deny for the subject's pods with nothing allowed: an isolation of its namespaces when it
-    is all their pods, else a rule that restricts the subject and matches no peer."""
+    """Default deny for the subject's pods with nothing allowed: `isolate` of its namespaces when it is
+    all their pods, else `isolate ... for` the subject."""
     subject = s.subject
     if subject.selector.is_everything:
         t.isolations.append(ir.Isolation(subject.namespace, direction, IMPORTED, subject.cluster))
     else:
-        t.rules.append(ir.Rule(subject, direction, (), (), IMPORTED, f"{s.source.title} {s.path}: default deny"))
+        t.isolations.append(ir.Isolation(subject.namespace, direction, IMPORTED, subject.cluster, subject))

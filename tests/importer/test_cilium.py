@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from netdsl import ir
 from netdsl.compiler import compile_paths
-from netdsl.importer import cilium
+from netdsl.importer import cilium, import_manifests
 from netdsl.importer.model import SourceObject, Translation
 from netdsl.semantics.verify import prove
 from tests.semantics.strategies import cilium_programs
@@ -94,6 +94,34 @@ def test_every_example_compiled_to_cilium_imports_back_exactly(path: Path) -> No
     exact(t, objects)
 
 
+@pytest.mark.parametrize("path", _cilium_examples(), ids=lambda p: p.name)
+def test_every_example_compiled_to_cilium_imports_as_seg_proven_equal(path: Path, tmp_path: Path) -> None:
+    """The whole way: translated, decompiled, printed, parsed, lowered, proven against the compiled objects."""
+    if "cluster" in path.read_text():
+        pytest.xfail("the decompiler does not write cluster blocks yet (clusterwide subjects)")
+    result = compile_paths([str(path)], "cilium")
+    source = tmp_path / "in.yaml"
+    source.write_text("".join("---\n" + m.text for m in result.manifests))
+    imported = import_manifests([str(source)])
+    assert imported.ok, [d.message for d in imported.diagnostics if d.is_error]
+    assert imported.program is not None
+    objects = [o for o in yaml.safe_load_all(source.read_text()) if o]
+    assert prove(imported.program, "cilium", objects).holds
+
+
+@pytest.mark.xfail(reason="decompile.py does not write HTTP rules yet; the L4 proof cannot see it", strict=False)
+def test_http_rules_survive_the_import(tmp_path: Path) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(yaml.safe_dump(cnp(WEB + """
+ingress:
+- fromEndpoints: [{matchLabels: {app: api}}]
+  toPorts: [{ports: [{port: "8080", protocol: TCP}], rules: {http: [{method: GET, path: /api/.*}]}}]
+""")))
+    imported = import_manifests([str(source)])
+    assert imported.ok and imported.program is not None
+    assert [r.http for r in imported.program.rules] == [(ir.HttpRule("GET", "/api/.*"),)]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(cilium_programs())
 def test_cilium_output_of_any_program_imports_back_exactly(text: str) -> None:
@@ -127,6 +155,19 @@ def test_seed_cilium_yaml_imports_with_its_pitfalls_reported() -> None:
     # §8.3: the L7 rule
     http = next(r for r in t.rules if r.http)
     assert [(h.method, h.path) for h in http.http] == [("GET", "/api/.*"), ("POST", "/api/orders")]
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="the seed article is not here")
+@pytest.mark.xfail(reason="`backend connects to anywhere on 443` in .seg also opens the other half at backend's "
+                          "restricted ingress; the seed's toPorts-only rule does not (import-proof)", strict=False)
+def test_seed_cilium_yaml_imports_as_seg_with_partial(tmp_path: Path) -> None:
+    source = tmp_path / "seed.yaml"
+    source.write_text("".join("---\n" + yaml.safe_dump(o) for o in _seed_objects()))
+    assert not import_manifests([str(source)]).ok  # the FQDN rule is a gap: an error without --partial
+    imported = import_manifests([str(source)], partial=True)
+    assert imported.ok, [d.message for d in imported.diagnostics if d.is_error]
+    assert [d.code for d in imported.diagnostics if d.code == "import-gap"] == ["import-gap"]
+    assert "anywhere on 443" in imported.text and "http GET /api/.*" in imported.text
 
 
 # ---------------------------------------------------------------------------------------- subjects and peers
@@ -272,7 +313,7 @@ ingress:
     only_gap(t, path, words)
     # the rule is left out, the default deny it made is kept
     assert t.understood[0]["spec"]["enableDefaultDeny"] == {"ingress": True, "egress": False}
-    assert [r.peers for r in t.rules] == [()]
+    assert not t.rules and len(t.isolations) == 1 and t.isolations[0].subject is not None
 
 
 def test_fqdn_with_netdsl_dns_proxy_rule() -> None:
@@ -331,7 +372,8 @@ def test_enable_default_deny() -> None:
     t = exact(translate(cnp("endpointSelector: {}\nenableDefaultDeny: {ingress: true}")))
     assert [(i.namespace, i.direction) for i in t.isolations] == [("prod", ir.Direction.INGRESS)]
     t = exact(translate(cnp(WEB + "ingress: [{}]")))  # the empty rule: default deny for web only
-    assert not t.isolations and [(r.peers, r.direction) for r in t.rules] == [((), ir.Direction.INGRESS)]
+    assert not t.rules and [(i.subject.name if i.subject else None, i.direction) for i in t.isolations] == [
+        ("app=web", ir.Direction.INGRESS)]
     t = exact(translate(cnp(WEB + "enableDefaultDeny: {egress: false}\negress: [{toEntities: [world]}]")))
     only_gap(t, "spec.egress[0]", "enableDefaultDeny.egress: false")
     t = exact(translate(cnp(WEB + "enableDefaultDeny: {ingress: false}\ningress: [{}]")))
@@ -395,5 +437,5 @@ egress: [{toEndpoints: [], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]
 ingress: [{toPorts: []}]
 """)))
     assert not t.gaps
-    assert [(r.direction, r.peers) for r in t.rules] == [(ir.Direction.INGRESS, ()),
-                                                          (ir.Direction.EGRESS, (ir.AnyPeer(),))]
+    assert [(r.direction, r.peers) for r in t.rules] == [(ir.Direction.EGRESS, (ir.AnyPeer(),))]
+    assert [i.direction for i in t.isolations] == [ir.Direction.INGRESS]
