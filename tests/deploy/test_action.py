@@ -90,8 +90,9 @@ class Runner:
                    "PATH": os.pathsep.join([*paths, extra_env.get("PATH", os.environ.get("PATH", ""))])}
             for key, raw in step.get("env", {}).items():
                 env[key] = EXPRESSION.sub(lambda m: str(self.value(m.group(1))), str(raw))
-            result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-                                    cwd=self.workspace, env=env, capture_output=True, text=True, timeout=600, check=False)
+            script = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]]
+            result = subprocess.run(script, cwd=self.workspace, env=env, capture_output=True, text=True,
+                                    timeout=600, check=False)
             done.append(result)
             if result.returncode != 0:
                 break
