@@ -320,10 +320,20 @@ def _check_output_directory(output: Path, result: Result) -> bool:
 
 @main.command("check")
 @paths_argument
+@click.option("--topology", "dump", type=click.Path(exists=True), multiple=True, metavar="DUMP",
+              help="A dump of the cluster (`kubectl get networkpolicies,... -A -o yaml`, files or directories): "
+                   "warn about policies netdsl did not write where the program writes policies.")
 @format_option
-def check_command(paths: tuple[str, ...], fmt: str) -> None:
+def check_command(paths: tuple[str, ...], dump: tuple[str, ...], fmt: str) -> None:
     """Report errors and warnings in PATHS without emitting anything."""
     result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
+    if dump and result.program is not None:
+        from netdsl.ownership import foreign_policies, read_dump  # only with --topology
+
+        cluster = read_dump(dump)
+        result.sources.update(cluster.sources)
+        result.diagnostics.extend(cluster.diagnostics)
+        result.diagnostics.extend(foreign_policies(result.program, cluster))
     _report(result, fmt)
     if not result.ok:
         sys.exit(EXIT_INPUT)
