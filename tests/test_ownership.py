@@ -28,7 +28,8 @@ DUMP = {
 }
 
 
-def test_foreign_policies_are_warned_about_where_the_program_writes(netdsl: Callable[..., Result], tmp_path: Path) -> None:
+def test_foreign_policies_are_warned_about_where_the_program_writes(
+        netdsl: Callable[..., Result], tmp_path: Path) -> None:
     (tmp_path / "dump.yaml").write_text(yaml.safe_dump(DUMP, sort_keys=False))
     result = netdsl("check", str(REPO / "examples" / "three-tier.seg"), "--topology", str(tmp_path / "dump.yaml"))
     assert result.exit_code == 0  # warnings
