@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 from netdsl import ir, parse, printer
 from netdsl.diagnostics import printable
+from netdsl.fmt import format_source
 from netdsl.infer.model import External, Observation, Observed, Workload, dns_label, is_system
+from netdsl.source import SourceFile
 
 CILIUM = "cilium"
 _ENTITY_KINDS = ("host", "kube-apiserver", "remote-node", "health", "ingress")
@@ -316,4 +318,7 @@ def render(proposal: Proposal) -> str:
     if proposal.unexpressed:
         out += ["", "# not written, no statement can say it for this target:"]
         out += [_comment(f"  {u}", "") for u in proposal.unexpressed]
-    return "\n".join(out).lstrip("\n") + "\n"
+    text = "\n".join(out).lstrip("\n") + "\n"
+    # The printer's canonical layout for the whole file, comments included (what `netdsl fmt` writes).
+    formatted, _problems = format_source(SourceFile("<infer>", text))
+    return formatted if formatted is not None else text

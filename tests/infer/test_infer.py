@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_replicas_collapse_into_one_workload_without_varying_labels() -> None:
     text = infer([read_flows("h", _read("hubble"))], "vanilla").text
     for varying in ("pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io"):
         assert varying not in text
-    assert "service db = app=db" in text  # the StatefulSet pod db-0
+    assert re.search(r"service db += app=db", text)  # the StatefulSet pod db-0 (`=` aligned by the printer)
 
 
 def test_identity_label_order_and_unlabelled_pods() -> None:
@@ -299,3 +300,13 @@ def test_json_array_input_is_read_like_lines() -> None:
     as_array = read_flows("a", json.dumps(records).encode())
     as_lines = read_flows("l", _read("calico"))
     assert [(f.port, f.verdict) for f in as_array.flows] == [(f.port, f.verdict) for f in as_lines.flows]
+
+
+@pytest.mark.parametrize("fixture", ["hubble.json", "calico.json", "gadget.json"])
+def test_the_proposal_is_already_in_fmt_layout(fixture: str, netdsl: Callable[..., Result]) -> None:
+    """infer prints with the one printer: its output is what `netdsl fmt` would write."""
+    from netdsl.fmt import format_source
+    from netdsl.source import SourceFile
+
+    text = netdsl("infer", str(FIXTURES / fixture)).stdout
+    assert format_source(SourceFile("p.seg", text))[0] == text
