@@ -20,7 +20,17 @@ from netdsl.analysis import Analysis, analyse, default_targets
 from netdsl.backends import Options, backend_names
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
-from netdsl.compiler import STDIN, LimitError, Result, check_with_lints, compile_paths, read_limited, stream
+from netdsl.compiler import (
+    MAX_TOTAL_BYTES,
+    STDIN,
+    LimitError,
+    Result,
+    check,
+    check_with_lints,
+    compile_paths,
+    read_limited,
+    stream,
+)
 from netdsl.diagnostics import error, json_safe, printable, render_json, render_text, sort_key
 from netdsl.diff import difference, load
 from netdsl.diff import render_json as render_diff_json
@@ -231,6 +241,37 @@ def check_command(paths: tuple[str, ...], fmt: str) -> None:
         sys.exit(EXIT_INPUT)
 
 
+@main.command("import")
+@paths_argument
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False), default=None, callback=_check_output,
+              help="Write one file per namespace (<namespace>.seg, cluster.seg) into this directory "
+                   "(default: one stream on stdout).")
+@click.option("--namespace", "-n", default=None, metavar="NAMESPACE",
+              help="The namespace of objects that name none (default: `default`).")
+@click.option("--partial", is_flag=True,
+              help="Import what .seg can say exactly and list what was left out (default: exit 1 on any gap).")
+@click.option("--target", "-t", type=click.Choice(backend_names()), default=None,
+              help="The target the manifests are for (default: from their kinds).")
+@click.option("--force", is_flag=True, help="Replace existing files in the output directory.")
+@format_option
+def import_command(paths: tuple[str, ...], output: Path | None, namespace: str | None, partial: bool,
+                   target: str | None, force: bool, fmt: str) -> None:
+    """Import existing manifests (files, directories of *.yaml, or - for stdin) as .seg, proven to mean
+    exactly the same for every cluster."""
+    from netdsl.importer import import_manifests, write_files  # imported on use: the others never need it
+
+    imported = import_manifests(paths, namespace, target, partial, _stdin_if_needed(paths),
+                                None if output is None else str(output))
+    result = Result(sources=imported.sources, diagnostics=imported.diagnostics)
+    if result.ok and output is not None:
+        result.diagnostics.extend(write_files(imported.files, force))
+    _report(result, fmt)
+    if not result.ok:
+        sys.exit(EXIT_INPUT)
+    if output is None:
+        _write(sys.stdout, imported.text, "data")
+
+
 # ------------------------------------------------------------------------------------------ explain, diff
 
 EXIT_MISMATCH = 3  # a target's output does not mean what the program means: a compiler bug
@@ -379,3 +420,87 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
     _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:
         sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ krm
+
+
+@main.command("krm")
+def krm_command() -> None:
+    """Run as a KRM function (kustomize, kpt): a ResourceList on stdin, the same list with the
+    compiled objects and results[] on stdout.
+
+    The functionConfig names the .seg paths and options (see README, "Use in CI and GitOps")."""
+    from netdsl import krm  # only this command needs it
+
+    if sys.stdin is None:
+        _fail("standard input is closed; a KRM function reads a ResourceList there")
+    try:
+        data = read_limited(sys.stdin.buffer, "<stdin>", MAX_TOTAL_BYTES)
+    except LimitError as exc:
+        data = b""
+        out, status = krm.failure(str(exc))
+    except OSError as exc:
+        _fail(f"<stdin>: {exc.strerror or exc}")
+    else:
+        out, status = krm.run(data)
+    _write(sys.stdout, krm.dump(out), "data")
+    for r in out.get("results", []):  # the orchestrator shows results; a person running it sees them too
+        if r.get("severity") == "error":
+            _write(sys.stderr, f"netdsl: error: {r['message']}\n")
+    if status:
+        sys.exit(EXIT_INPUT)
+
+
+def krm_main() -> None:
+    """`netdsl-krm`: the KRM function as one executable, for orchestrators whose exec form takes a path
+    and no arguments (kustomize's `exec: {path: ...}`)."""
+    main(["krm"], prog_name="netdsl-krm")
+
+
+# ------------------------------------------------------------------------------------------ infer
+
+
+@main.command("infer")
+@click.argument("flows", nargs=-1, required=True, metavar="FLOWS...")
+@click.option("--against", "against", multiple=True, metavar="PATHS",
+              help="A .seg program (files or directories, repeatable): print only the statements it lacks "
+                   "for the observed traffic.")
+@click.option("--target", "-t", type=click.Choice(backend_names()), default="vanilla", show_default=True,
+              help="The target the proposal is for: cilium gets fqdn and entity peers, others CIDRs.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Write the proposal to FILE instead of standard output.")
+def infer_command(flows: tuple[str, ...], against: tuple[str, ...], target: str, output: Path | None) -> None:
+    """Propose .seg from observed traffic: FLOWS are Hubble (`hubble observe -o json`), Calico flow-log or
+    Inspektor Gadget trace_network JSON files, or - for stdin.
+
+    The proposal isolates each observed namespace and allows exactly the observed connections (forwarded,
+    or AUDIT) and DNS. With --against, only what that program would block."""
+    from netdsl.infer import InferError, infer, program_modules, read_inputs
+    from netdsl.infer.formats import FlowError
+
+    if STDIN in against and STDIN in flows:
+        _fail("only one of FLOWS and --against can be standard input")
+    stdin = _read_stdin() if STDIN in flows or STDIN in against else None
+    base = None
+    if against:
+        result = check(list(against), stdin=stdin if STDIN in against else None)
+        if result.program is None:
+            _report(result, "text")
+            sys.exit(EXIT_INPUT)
+        base = (result.program, program_modules(list(result.sources.values())))
+    try:
+        outcome = infer(read_inputs(flows, stdin if STDIN in flows else None), target, base)
+    except (FlowError, InferError) as exc:
+        _fail(str(exc))
+    for note in outcome.notes:
+        _note(note)
+    if output is None:
+        _write(sys.stdout, outcome.text)
+        return
+    try:
+        temporary = output.with_name(f".{output.name}.netdsl-{os.getpid()}")
+        temporary.write_text(outcome.text, encoding="utf-8")
+        os.replace(temporary, output)
+    except OSError as exc:
+        _fail(f"{output}: {exc.strerror or exc}")

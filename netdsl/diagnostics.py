@@ -56,6 +56,15 @@ CODES: Mapping[str, str] = {
     "empty-group": "A group or service list is empty.",
     "expectation": "An `expect` statement does not hold for the program or an emitted target.",
     "widened": "--widen lowered a statement to a broader one the target can express.",
+    # import
+    "import-yaml": "`netdsl import`: an input is not valid YAML.",
+    "import-object": "`netdsl import`: a document is not a Kubernetes object (mapping, kind, name), or none is.",
+    "import-duplicate": "`netdsl import`: the same kind, namespace and name twice.",
+    "import-skipped": "`netdsl import`: an object that is not a network policy was skipped.",
+    "import-unsupported": "`netdsl import`: a kind of policy that cannot be imported yet.",
+    "import-target": "`netdsl import`: objects of another target than --target, or of several targets.",
+    "import-gap": "`netdsl import`: a part of an object .seg cannot say exactly.",
+    "import-proof": "`netdsl import`: no .seg program was proven to mean exactly what the objects mean.",
     # output
     "output": "The output directory could not be written.",
     "internal": "netdsl produced output that failed its own checks (a bug: please report it).",

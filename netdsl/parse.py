@@ -278,9 +278,18 @@ TopStmt: TypeAlias = Union[
 
 
 @dataclass(frozen=True, slots=True)
+class Comment:
+    """A `#` comment as written (its text from `#` to the end of the line)."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     source: SourceFile
     statements: tuple[TopStmt, ...]
+    comments: tuple[Comment, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------ parser

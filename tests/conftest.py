@@ -4,6 +4,7 @@ the Hypothesis profiles; and the rule that a test marked `nca` never skips in CI
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,17 @@ REPO = Path(__file__).resolve().parent.parent
 def in_ci() -> bool:
     """CI is set (`.ci/run` sets CI=true): tests that would skip on a developer's machine must fail."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_tool(name: str) -> str:
+    """The path of a real tool a test drives (kubectl, kpt, pre-commit, ...): skipped visibly on a
+    developer's machine without it, a failure in CI (.ci/run installs what the tests need)."""
+    path = shutil.which(name)
+    if path is None:
+        if in_ci():
+            pytest.fail(f"`{name}` is not installed, and CI must run this test (see .ci/run)")
+        pytest.skip(f"`{name}` is not installed")
+    return path
 
 
 # Hypothesis profiles. Every property test inherits the loaded one (`@settings(...)` only overrides the

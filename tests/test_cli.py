@@ -389,3 +389,51 @@ def test_output_is_not_a_directory(netdsl, app: Path) -> None:
     assert result.exit_code == 2  # click rejects it as a usage error
     assert result.stdout == ""
     assert (app.parent / "deploy").read_text(encoding="utf-8") == "a file\n"
+
+
+# --- import -------------------------------------------------------------------------------------------
+
+
+def test_import_round_trip_stdout_and_directory(netdsl, app: Path) -> None:
+    compiled = netdsl("compile", "app.seg").stdout
+    write(Path("policies/all.yaml"), compiled)
+    result = netdsl("import", "policies")
+    assert result.exit_code == 0, result.stderr
+    assert "namespace production {" in result.stdout and "namespace staging {" in result.stdout
+    assert netdsl("import", "-", input=compiled).stdout == result.stdout
+    out = netdsl("import", "policies", "-o", "imported")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(p.name for p in Path("imported").iterdir()) == ["production.seg", "staging.seg"]
+    again = netdsl("import", "policies", "-o", "imported")
+    assert again.exit_code == 1 and "exists; not replacing it  [output]" in again.stderr
+    assert netdsl("import", "policies", "-o", "imported", "--force").exit_code == 0
+    # what was imported compiles back to the same policies' meaning (import proved it; check reads it)
+    assert netdsl("check", "imported").exit_code == 0
+
+
+def test_import_gap_exit_1_partial_exit_0(netdsl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(Path("p.yaml"), "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n"
+                          "spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - protocol: ICMP\n  - from:\n"
+                          "    - podSelector: {matchLabels: {app: a}}\n")
+    result = netdsl("import", "p.yaml")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "p.yaml:8:7: error: NetworkPolicy default/p spec.ingress[0].ports[0]" in result.stderr
+    partial = netdsl("import", "p.yaml", "--partial", "-n", "shop")
+    assert partial.exit_code == 0
+    assert "warning: NetworkPolicy shop/p spec.ingress[0].ports[0]" in partial.stderr
+    assert partial.stdout == "namespace shop {\n  service a = app=a\n  all pods accepts a\n}\n"
+
+
+def test_import_unsupported_kind_is_a_clear_error(netdsl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(Path("c.yaml"), "apiVersion: example.io/v9\nkind: FancyPolicy\nmetadata: {name: f}\n---\n"
+                          "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n")
+    result = netdsl("import", "c.yaml")
+    assert result.exit_code == 1
+    assert "warning: Deployment default/d is not a network policy: skipped  [import-skipped]" in result.stderr
+    assert "no network policy found in the input  [import-object]" in result.stderr
+    write(Path("x.yaml"), "apiVersion: cilium.io/v2\nkind: CiliumFuturePolicy\nmetadata: {name: f, namespace: n}\n")
+    result = netdsl("import", "x.yaml")
+    assert result.exit_code == 1
+    assert "importing this kind is not supported yet  [import-unsupported]" in result.stderr

@@ -817,3 +817,12 @@ def test_acceptsb_does_not_compile() -> None:
     text = "namespace n {\n service a = app=a\n service b = app=b\n a acceptsb\n}\n"
     result = compile_paths(["-"], "vanilla", stdin=text.encode())
     assert not result.ok and result.manifests == []
+
+
+def test_a_comment_with_parentheses_after_a_statement_is_only_a_comment() -> None:
+    """`)` inside a comment line never closes a value list: the `_RPAREN` token only swallows whole
+    comment lines (a regression where `# x (y) z` after a service line was a syntax error)."""
+    text = ("namespace a {\n  service f = app=f\n  # x (y) z\n  service g = app in (a, # one (1)\n    b)\n"
+            "  f accepts g\n}\n")
+    module, diagnostics = parse(SourceFile("c.seg", text))
+    assert module is not None and not diagnostics

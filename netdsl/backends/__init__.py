@@ -50,6 +50,9 @@ class Capability(str, Enum):
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netdsl"}
 SOURCE_ANNOTATION = "netdsl.dev/source"
 WIDENED_ANNOTATION = "netdsl.dev/widened"
+# Flux's post-build substitution rewrites `${...}` and `$$` in every object it applies, which would
+# corrupt a regular expression such as `^/api/v1$`; this annotation makes Flux leave the object alone.
+FLUX_SUBSTITUTE_ANNOTATION = "kustomize.toolkit.fluxcd.io/substitute"
 
 
 def object_annotations(spans: Iterable[Span], rules: Iterable[ir.Rule] = ()) -> dict[str, str]:
@@ -253,12 +256,31 @@ def duplicate_objects(manifests: Sequence[Manifest]) -> list[Diagnostic]:
     return problems
 
 
+def _has_dollar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "$" in value
+    if isinstance(value, dict):
+        return any(_has_dollar(k) or _has_dollar(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_dollar(v) for v in value)
+    return False
+
+
+def protect_from_flux(manifests: Sequence[Manifest]) -> None:
+    """Mark every object holding a `$` (an HTTP path or host pattern, a file name in an annotation) so
+    that Flux's variable substitution does not rewrite it (the templates lay out body["metadata"])."""
+    for m in manifests:
+        if _has_dollar(m.body):
+            m.body["metadata"].setdefault("annotations", {})[FLUX_SUBSTITUTE_ANNOTATION] = "disabled"
+
+
 def render_and_check(backend: Backend, manifests: Sequence[Manifest]) -> list[Diagnostic]:
     """Render every manifest and parse it back; refuse objects that share an identity, or YAML that does
     not read back as the intended object."""
     problems = duplicate_objects(manifests)
     if problems:
         return problems
+    protect_from_flux(manifests)
     env = environment(backend.name)
     for m in manifests:
         try:

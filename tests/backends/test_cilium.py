@@ -1006,3 +1006,19 @@ def test_fixed_widen_never_widens_a_deny(netdsl, tmp_path: Path) -> None:
     # a deny to a DNS name is refused by the language itself (no target can follow DNS answers in a deny)
     assert [d["code"] for d in diags if d["severity"] == "error"] == ["conflict"]
     assert not [d for d in diags if d["code"] == "widened"]
+
+
+def test_objects_holding_a_dollar_are_protected_from_flux_substitution() -> None:
+    """Flux's post-build substitution would rewrite `$` in an HTTP path regex; such objects (and only
+    those) carry kustomize.toolkit.fluxcd.io/substitute: disabled."""
+    from netdsl.compiler import check_files, compile_checked
+    from netdsl.source import SourceFile
+
+    text = ("namespace shop {\n  service api = app=api\n  service web = app=web\n  service db = app=db\n"
+            '  api accepts web on 8080 http GET "^/api/v1/items$"\n  db accepts api on 5432\n}\n')
+    result = compile_checked(check_files([SourceFile("flux.seg", text)]), "cilium")
+    assert result.ok, result.diagnostics
+    marked = {m.name: (m.body["metadata"]["annotations"].get("kustomize.toolkit.fluxcd.io/substitute"), m.text)
+              for m in result.manifests}
+    assert marked["api"][0] == "disabled" and "kustomize.toolkit.fluxcd.io/substitute: disabled" in marked["api"][1]
+    assert marked["db"][0] is None
