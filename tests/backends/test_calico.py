@@ -907,3 +907,18 @@ def test_cluster_including_system_isolates_everything() -> None:
         assert c.allowed(client, "kube-system/kube-dns", 53, UDP), client
     assert not c.allowed("kube-system/other", "kube-system/kube-dns", 9999)
     assert not c.allowed("calico-system/node", "kube-system/other", 9999)
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def test_isolate_for_is_a_default_tier_policy_selecting_the_service_without_rules() -> None:
+    objects = compiled("namespace shop {\n  service web = app=web\n  isolate ingress for web\n}\n"
+                       "cluster namespaces[env=prod] {\n  service db = app=db\n  isolate egress for db\n}\n")
+    named = by_name(objects)
+    assert named["isolate-ingress-web"]["kind"] == "NetworkPolicy"
+    assert named["isolate-ingress-web"]["spec"] == {"order": 10000, "selector": "app == 'web'", "types": ["Ingress"]}
+    [glob] = [o for o in objects if o["kind"] == "GlobalNetworkPolicy"]
+    assert glob["metadata"]["name"].startswith("cluster-isolate-egress-db-")
+    assert glob["spec"]["selector"] == "app == 'db'" and glob["spec"]["types"] == ["Egress"]
+    assert "env == 'prod'" in glob["spec"]["namespaceSelector"] and "ingress" not in glob["spec"]
