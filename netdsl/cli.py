@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 import click
+from click.shell_completion import CompletionItem
 
 from netdsl import __version__
 from netdsl.analysis import Analysis, analyse, default_targets
@@ -32,6 +34,7 @@ from netdsl.compiler import (
     stream,
 )
 from netdsl.diagnostics import error, json_safe, printable, render_json, render_text, sort_key
+from netdsl.diagnostics_formats import render_github, render_sarif
 from netdsl.diff import difference, load
 from netdsl.diff import render_json as render_diff_json
 from netdsl.diff import render_markdown as render_diff_markdown
@@ -46,7 +49,8 @@ from netdsl.explain import (
     render_matrix_json,
     render_matrix_text,
 )
-from netdsl.output import write_directory
+from netdsl.fmt import format_paths, write_in_place
+from netdsl.output import check_directory, write_directory
 from netdsl.semantics.engine import (
     EndpointError,
     parse_probe,
@@ -141,9 +145,14 @@ def _note(text: str) -> None:
 
 
 def _report(result: Result, fmt: str) -> None:
+    """Diagnostics on stderr; SARIF, a document rather than messages, is the data on stdout."""
     diags = sorted(result.diagnostics, key=sort_key)
     if fmt == "json":
         _write(sys.stderr, render_json(diags), "json")
+    elif fmt == "sarif":
+        _write(sys.stdout, render_sarif(diags, result.sources), "json")
+    elif fmt == "github":  # escaped for the runner (%0A ...); escapes keep a terminal safe too
+        _write(sys.stderr, render_github(diags), "text")
     elif diags:
         _write(sys.stderr, render_text(diags, result.sources))
         errors = sum(d.is_error for d in diags)
@@ -174,10 +183,56 @@ def _check_version(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...")
+_NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9]*\Z")
+MAX_NAME_PREFIX = 63
+
+
+def _check_name_prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A prefix of DNS-1123 label characters (no `.`: Calico reads `a.b` as tier `a`), so every prefixed
+    name is still a valid object name; empty (also from NETDSL_NAME_PREFIX) means none."""
+    if not value:
+        return None
+    if len(value) > MAX_NAME_PREFIX or not _NAME_PREFIX.match(value):
+        raise click.BadParameter(
+            f"{value!r} is not a name prefix: use at most {MAX_NAME_PREFIX} lowercase letters, digits and '-', "
+            "starting with a letter or digit (like `team-a-`)")
+    return value
+
+
+def _complete_seg_paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of PATHS: the directories (with a `/`) and `*.seg` files that start with what was
+    typed; hidden entries only after a `.`. When the only match is a directory, its entries are offered
+    too, so the shell completes up to `dir/` and goes on into it (not `dir/ ` with a space)."""
+
+    def entries(folder: str, start: str) -> list[str]:
+        shown = folder if not folder or folder.endswith("/") else folder + "/"
+        found = []
+        try:
+            with os.scandir(folder or ".") as it:
+                for entry in it:
+                    if not entry.name.startswith(start) or (entry.name.startswith(".") and not start.startswith(".")):
+                        continue
+                    if entry.is_dir():
+                        found.append(shown + entry.name + "/")
+                    elif entry.name.endswith(".seg"):
+                        found.append(shown + entry.name)
+        except OSError:
+            return []
+        return sorted(found)
+
+    found = entries(os.path.dirname(incomplete), os.path.basename(incomplete))
+    if len(found) == 1 and found[0].endswith("/"):
+        found += entries(found[0], "")
+    return [CompletionItem(value) for value in found]
+
+
+paths_argument = click.argument("paths", nargs=-1, required=True, metavar="PATHS...",
+                                shell_complete=_complete_seg_paths)
 format_option = click.option(
-    "--diagnostics", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-    help="How to print errors and warnings (on stderr).",
+    "--diagnostics", "fmt", type=click.Choice(["text", "json", "github", "sarif"]), default="text",
+    show_default=True,
+    help="How to print errors and warnings: on stderr as text, JSON or GitHub workflow commands "
+         "(annotations); sarif: a SARIF 2.1.0 log on stdout (code scanning).",
 )
 
 
@@ -207,27 +262,67 @@ def main() -> None:
               help="Lower what the target cannot express to a broader rule it can (fqdn -> every external "
                    "address on the ports, HTTP rules -> their ports), with a warning for each statement. "
                    "Without it, nothing is ever widened.")
+@click.option("--check", "check_only", is_flag=True,
+              help="With -o DIR: write nothing; exit 1 naming every file of DIR that is missing, out of date, "
+                   "no longer produced or edited by hand (CI: did someone forget to recompile?).")
+@click.option("--name-prefix", default=None, envvar="NETDSL_NAME_PREFIX", show_envvar=True, metavar="PREFIX",
+              callback=_check_name_prefix,
+              help="Put PREFIX before every object's name (`team-a-` makes `web` `team-a-web`), so netdsl's "
+                   "policies never collide with another tool's. Calico tiers keep their names.")
 @format_option
 def compile_command(
     paths: tuple[str, ...], target: str, output: Path | None, fmt: str, staged: bool, calico_version: str,
-    widen: bool,
+    widen: bool, check_only: bool, name_prefix: str | None,
 ) -> None:
     """Compile PATHS (.seg files, directories of them, or - for stdin) for one target."""
-    options = Options({"staged": staged, "calico_version": calico_version, "widen": widen})
+    if check_only and output is None:
+        raise click.UsageError("--check compares an output directory: give it with -o DIR")
+    if fmt == "sarif" and output is None:
+        raise click.UsageError("--diagnostics sarif writes SARIF on stdout, where compile writes the YAML "
+                               "stream: give -o DIR (or run `netdsl check --diagnostics sarif`)")
+    options = Options({"staged": staged, "calico_version": calico_version, "widen": widen,
+                       "name_prefix": name_prefix})
     result = compile_paths(paths, target, options, stdin=_stdin_if_needed(paths))
+    stale = False
     if result.ok and output is not None:
-        try:
-            outcome = write_directory(output, result.manifests, notify=_note)
-        except OSError as exc:
-            result.diagnostics.append(error("output", str(exc)))
+        if check_only:
+            stale = _check_output_directory(output, result)
         else:
-            for rel in outcome.removed:
-                _write(sys.stderr, f"removed {output / rel} (no longer produced)\n")
+            _write_output_directory(output, result)
     _report(result, fmt)
-    if not result.ok:
+    if not result.ok or stale:
         sys.exit(EXIT_INPUT)
     if output is None:
         _write(sys.stdout, stream(result.manifests), "data")
+
+
+def _write_output_directory(output: Path, result: Result) -> None:
+    """`-o DIR`: switch DIR to the new output; say what changed in one line."""
+    try:
+        outcome = write_directory(output, result.manifests, notify=_note)
+    except OSError as exc:
+        result.diagnostics.append(error("output", str(exc)))
+        return
+    for rel in outcome.removed:
+        _write(sys.stderr, f"removed {output / rel} (no longer produced)\n")
+    _write(sys.stderr, f"netdsl: {len(outcome.written)} written, {outcome.unchanged} unchanged, "
+                       f"{len(outcome.removed)} removed in {output}\n")
+
+
+def _check_output_directory(output: Path, result: Result) -> bool:
+    """`-o DIR --check`: True when DIR differs from what a compile would leave there (each difference is a
+    `stale-output` error, so every --diagnostics format carries them)."""
+    try:
+        problems = check_directory(output, result.manifests)
+    except OSError as exc:
+        result.diagnostics.append(error("output", str(exc)))
+        return True
+    hint = f"run `netdsl compile ... -o {output}` and commit the result"
+    for i, problem in enumerate(sorted(problems)):  # the hint once, under the first one shown
+        result.diagnostics.append(error("stale-output", problem, None, None if i else hint))
+    if not problems:
+        _write(sys.stderr, f"netdsl: {output} is up to date\n")
+    return bool(problems)
 
 
 @main.command("check")
@@ -419,6 +514,47 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
     render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
     _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
     if exit_code and d.changed:
+        sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ fmt
+
+
+@main.command("fmt")
+@paths_argument
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; list the files that would change and exit 1 if there are any.")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Write nothing; print the changes as a unified diff and exit 1 if there are any.")
+@format_option
+def fmt_command(paths: tuple[str, ...], check_only: bool, show_diff: bool, fmt: str) -> None:
+    """Rewrite PATHS (.seg files, directories of them) in the canonical layout, keeping comments.
+
+    `-` reads standard input and writes the formatted text to standard output. A file with syntax
+    errors is reported and nothing is written."""
+    formatted, diags, sources = format_paths(paths, _stdin_if_needed(paths))
+    if diags:
+        _report(Result(sources=sources, diagnostics=diags), fmt)
+        sys.exit(EXIT_INPUT)
+    changed = [f for f in formatted if f.changed]
+    if show_diff:
+        _write(sys.stdout, "".join(f.diff() for f in changed), "data")
+    elif check_only:
+        _write(sys.stdout, "".join(f"{f.path}\n" for f in changed))
+    else:
+        for f in formatted:
+            if f.location is None:
+                _write(sys.stdout, f.after, "data")
+        for f in changed:
+            if f.location is None:
+                continue
+            try:
+                write_in_place(f)
+            except OSError as exc:
+                _fail(f"{f.path}: cannot write: {exc.strerror or exc}")
+            _write(sys.stderr, f"reformatted {f.path}\n")
+        return
+    if changed:
         sys.exit(EXIT_INPUT)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netdsl import ir
-from netdsl.backends import Manifest, Options, backend_names, get_backend, render_and_check
+from netdsl.backends import Manifest, Options, apply_name_prefix, backend_names, get_backend, render_and_check
 from netdsl.diagnostics import Diagnostic, error, escape_name
 from netdsl.lower import lower
 from netdsl.parse import parse
@@ -114,10 +114,11 @@ def decode(shown: str, data: bytes) -> tuple[SourceFile | None, Diagnostic | Non
 
 
 def read_sources(
-    paths: Sequence[str], stdin: bytes | None = None
+    paths: Sequence[str], stdin: bytes | None = None, located: dict[str, Path] | None = None
 ) -> tuple[list[SourceFile], list[Diagnostic]]:
     """Files as given, directories as every *.seg below them (sorted), `-` as standard input. A file
-    named twice (also through another path to it) is read once."""
+    named twice (also through another path to it) is read once. `located`, when given, receives the
+    path of each file read by its display path (for `fmt`, which writes the files back)."""
     files: list[SourceFile] = []
     diags: list[Diagnostic] = []
     seen: set[bytes] = set()
@@ -169,6 +170,8 @@ def read_sources(
                 try:
                     with open(p, "rb") as f:
                         found_data.append((display_path(p), read_limited(f, display_path(p))))
+                    if located is not None:
+                        located[display_path(p)] = p
                 except OSError as exc:
                     diags.append(error("io-error", f"{display_path(p)}: {exc.strerror or exc}"))
                 except LimitError as exc:
@@ -266,6 +269,10 @@ def compile_checked(result: Result, target: str, options: Options | None = None,
     if not result.ok:
         return result
     manifests = backend.build(result.program, options)
+    if options.extra.get("name_prefix"):
+        result.diagnostics.extend(apply_name_prefix(backend, manifests, str(options.extra["name_prefix"])))
+        if not result.ok:
+            return result
     result.diagnostics.extend(render_and_check(backend, manifests))
     if result.ok and validate:
         result.diagnostics.extend(translation_errors(result.program, target, [m.body for m in manifests]))

@@ -67,6 +67,7 @@ CODES: Mapping[str, str] = {
     "import-proof": "`netdsl import`: no .seg program was proven to mean exactly what the objects mean.",
     # output
     "output": "The output directory could not be written.",
+    "stale-output": "`compile -o DIR --check`: a file of DIR is missing, out of date, no longer produced or edited.",
     "internal": "netdsl produced output that failed its own checks (a bug: please report it).",
     "translation": "The emitted objects do not allow exactly what the program allows in every cluster (a bug).",
 }

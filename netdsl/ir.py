@@ -328,6 +328,7 @@ class Rule:
     tier: str | None = None  # None: the default tier (where plain Kubernetes policies live)
     http: tuple[HttpRule, ...] = ()  # L7: when given, only these requests (on the rule's TCP ports)
     widened: str = field(default="", compare=False)  # what --widen did to this rule, if anything
+    one_sided: bool = False  # `allows ingress from`: exactly this rule; lowering derives no other half
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,12 @@ class OutputError(OSError):
 class Outcome:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    produced: int = 0  # files of the new output (written or already right)
     recovered: bool = False  # an interrupted switch of an earlier run was completed first
+
+    @property
+    def unchanged(self) -> int:
+        return self.produced - len(self.written)
 
 
 def kustomization(manifests: Sequence[Manifest]) -> str:
@@ -438,42 +443,74 @@ def _recover(root: _Root, folders: set[tuple[str, ...]]) -> bool:
     return journal is not None
 
 
-def _plan(root: _Root, files: dict[str, bytes]) -> tuple[list[str], list[tuple[str, str]], bytes] | None:
-    """(paths to write, (path, digest) to remove, new manifest), or None when DIR is up to date.
+# What a path of DIR is, against the new output and the manifest (_survey); _plan and check use them.
+MISSING = "missing"  # produced now, absent in DIR
+DIFFERENT = "different"  # netdsl wrote it, the new output differs: replaced
+EDITED = "edited"  # listed in the manifest, changed since netdsl wrote it
+FOREIGN = "foreign"  # exists, and netdsl did not write it
+LINK = "link"
+NOT_A_FILE = "not-a-file"
+UNPRODUCED = "unproduced"  # listed in the manifest, unchanged, no longer produced: removed
+UNPRODUCED_EDITED = "unproduced-edited"  # listed, no longer produced, and changed since (or not a file)
 
-    Raises before anything is written if a path is not netdsl's to change."""
+
+def _survey(root: _Root, files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(path, state) for every path of the new output that is not already right, then every path the
+    manifest lists that is no longer produced; sorted, each group by path. Reads only."""
     old = _load_manifest(root)
-    writes = []
+    out = []
     for rel in sorted(files):
         parts = split(rel)
         kind, data = root.inspect(parts)
         if kind == "absent":
-            writes.append(rel)
+            out.append((rel, MISSING))
         elif kind == "link":
-            raise OutputError(f"{root.show(rel)} is a symbolic link; netdsl never writes through links")
+            out.append((rel, LINK))
         elif kind == "other":
-            raise OutputError(f"{root.show(rel)} is in the way: it is not a regular file")
+            out.append((rel, NOT_A_FILE))
         elif data != files[rel]:
             # a directory from before the manifest: the first line says who wrote the file
             ours = data.startswith(GENERATED_MARK.encode()) if old is None else old.get(rel) == digest(data)
-            if not ours and old is not None and rel in old:
-                raise OutputError(f"{root.show(rel)} was changed since netdsl wrote it; not replacing it "
-                                  "(delete it or undo the change)")
-            if not ours:
-                raise OutputError(f"{root.show(rel)} exists and was not written by netdsl; not replacing it")
-            writes.append(rel)
-    removes = []
+            if ours:
+                out.append((rel, DIFFERENT))
+            else:
+                out.append((rel, EDITED if old is not None and rel in old else FOREIGN))
     for rel, expected in sorted((old or {}).items()):
         if rel in files:
             continue
-        parts = split(rel)
-        kind, data = root.inspect(parts)
+        kind, data = root.inspect(split(rel))
         if kind == "absent":
             continue
-        if kind != "file" or digest(data) != expected:
-            raise OutputError(f"{root.show(rel)} was changed since netdsl wrote it and is no longer produced; "
-                              "not removing it (delete it or undo the change)")
-        removes.append((rel, expected))
+        out.append((rel, UNPRODUCED if kind == "file" and digest(data) == expected else UNPRODUCED_EDITED))
+    return out
+
+
+def _refusal(root: _Root, rel: str, state: str) -> OutputError | None:
+    """Why a run must not touch `rel` (None: it may)."""
+    where = root.show(rel)
+    return {
+        LINK: OutputError(f"{where} is a symbolic link; netdsl never writes through links"),
+        NOT_A_FILE: OutputError(f"{where} is in the way: it is not a regular file"),
+        EDITED: OutputError(f"{where} was changed since netdsl wrote it; not replacing it (delete it or undo the "
+                            "change)"),
+        FOREIGN: OutputError(f"{where} exists and was not written by netdsl; not replacing it"),
+        UNPRODUCED_EDITED: OutputError(f"{where} was changed since netdsl wrote it and is no longer produced; "
+                                       "not removing it (delete it or undo the change)"),
+    }.get(state)
+
+
+def _plan(root: _Root, files: dict[str, bytes]) -> tuple[list[str], list[tuple[str, str]], bytes] | None:
+    """(paths to write, (path, digest) to remove, new manifest), or None when DIR is up to date.
+
+    Raises before anything is written if a path is not netdsl's to change."""
+    survey = _survey(root, files)
+    for rel, state in survey:
+        refusal = _refusal(root, rel, state)
+        if refusal is not None:
+            raise refusal
+    writes = [rel for rel, state in survey if state in (MISSING, DIFFERENT)]
+    old = _load_manifest(root) or {}
+    removes = [(rel, old[rel]) for rel, state in survey if state == UNPRODUCED]
     manifest = _manifest_bytes(files)
     if not writes and not removes and root.inspect((MANIFEST,)) == ("file", manifest):
         return None
@@ -538,19 +575,64 @@ def _folders(rels: Sequence[str]) -> set[tuple[str, ...]]:
     return {split(rel)[:-1] for rel in rels}
 
 
+def output_files(manifests: Sequence[Manifest]) -> dict[str, bytes]:
+    """Every file of the output, by relative path: one per object, and kustomization.yaml."""
+    files = {m.filename: m.text.encode("utf-8") for m in manifests}
+    files[KUSTOMIZATION] = kustomization(manifests).encode("utf-8")
+    return files
+
+
+_WHY = {
+    MISSING: "missing",
+    DIFFERENT: "out of date (the .seg sources produce something else: recompile)",
+    EDITED: "edited by hand since netdsl wrote it (its digest differs from .netdsl.manifest)",
+    FOREIGN: "not written by netdsl, at a path netdsl writes",
+    LINK: "a symbolic link, at a path netdsl writes",
+    NOT_A_FILE: "not a regular file, at a path netdsl writes",
+    UNPRODUCED: "no longer produced (a compile removes it)",
+    UNPRODUCED_EDITED: "no longer produced, and edited by hand since netdsl wrote it",
+}
+
+
+def check_directory(directory: Path, manifests: Sequence[Manifest]) -> list[str]:
+    """`compile -o DIR --check`: one message per file that differs from what a run would leave in DIR
+    (missing, out of date, no longer produced, edited by hand, in the way), the manifest included;
+    [] when DIR is up to date. Reads only - no lock, no recovery - so it works on a read-only checkout;
+    a run writing DIR meanwhile can make it report a difference (run it again)."""
+    files = output_files(manifests)
+    try:
+        fd, _created = _open_directory(directory, create=False)
+    except OutputError:
+        if directory.exists():
+            raise
+        return [f"{directory / rel}: missing" for rel in sorted(files)]
+    root = _Root(directory, fd)
+    try:
+        problems = []
+        if _exists(root.fd, JOURNAL):
+            problems.append(f"{root.show(JOURNAL)}: an interrupted switch; run `netdsl compile -o {directory}` "
+                            "to complete it")
+        problems += [f"{root.show(rel)}: {_WHY[state]}" for rel, state in _survey(root, files)]
+        kind, data = root.inspect((MANIFEST,))
+        if (kind, data) != ("file", _manifest_bytes(files)):
+            problems.append(f"{root.show(MANIFEST)}: {'missing' if kind == 'absent' else 'out of date'}")
+        return problems
+    finally:
+        root.close()
+
+
 def write_directory(directory: Path, manifests: Sequence[Manifest], notify: Notify | None = None) -> Outcome:
     """Switch DIR to the manifests' files plus kustomization.yaml; raise OutputError if it cannot."""
     global _steps
     _steps = 0
-    files = {m.filename: m.text.encode("utf-8") for m in manifests}
-    files[KUSTOMIZATION] = kustomization(manifests).encode("utf-8")
+    files = output_files(manifests)
     folders = _folders(list(files))
     fd, created = _open_directory(directory)
     root = _Root(directory, fd)
     committed = False
     try:
         with _locked(root, notify):
-            outcome = Outcome(recovered=_recover(root, folders))
+            outcome = Outcome(recovered=_recover(root, folders), produced=len(files))
             if outcome.recovered and notify:
                 notify(f"completed the switch to the output of an interrupted run in {directory}")
             plan = _plan(root, files)

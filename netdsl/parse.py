@@ -7,6 +7,7 @@ precisely what is wrong.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import functools
 import json
@@ -191,6 +192,7 @@ class FlowStmt:
     action: Literal["allow", "deny", "pass"] = "allow"
     verb: Word | None = None  # the action word, when written
     http: tuple[HttpRule, ...] = ()
+    side: Word | None = None  # `allows ingress from`: this side only, no other half
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,11 +315,39 @@ def _whole_word(terminal: lark.lexer.TerminalDef) -> None:
         terminal.priority = max(terminal.priority, 1)
 
 
+# The tokens that hold comments (COMMENT itself, and `,` `(` `)`, which swallow the comments and newlines
+# after or before them so that a statement may continue on the next line), collected while one parse
+# runs: the grammar ignores comments, the formatter keeps them.
+_COMMENT_TOKENS = ("COMMENT", "_COMMA", "_LPAREN", "_RPAREN")
+_collected: contextvars.ContextVar[list[Token] | None] = contextvars.ContextVar("_collected", default=None)
+
+
+def _collect(tok: Token) -> Token:
+    bucket = _collected.get()
+    if bucket is not None and "#" in tok:
+        bucket.append(tok)
+    return tok
+
+
+def _comments_of(tokens: Sequence[Token], path: str) -> tuple[Comment, ...]:
+    """The comments inside the collected tokens, each with its own span."""
+    out: dict[tuple[int, int], Comment] = {}
+    for tok in tokens:
+        line, column = tok.line or 1, tok.column or 1
+        for match in re.finditer(r"#[^\n]*", str(tok)):
+            before = str(tok)[: match.start()]
+            n = before.count("\n")
+            col = match.start() - before.rfind("\n") if n else column + match.start()
+            text = match.group().rstrip()
+            out[(line + n, col)] = Comment(text, Span(path, line + n, col, line + n, col + len(text)))
+    return tuple(out[k] for k in sorted(out))
+
+
 @functools.cache
 def _parser() -> Lark:
     grammar = resources.files("netdsl.grammar").joinpath("seg.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
-                edit_terminals=_whole_word)
+                edit_terminals=_whole_word, lexer_callbacks={name: _collect for name in _COMMENT_TOKENS})
 
 
 def _token_span(path: str, tok: Token) -> Span:
@@ -509,8 +539,9 @@ class _Build(Transformer[Token, Any]):
     def action_stmt(self, meta: Any, c: list[Any]) -> FlowStmt:
         verb: Word = c[1]
         action: Any = _ACTIONS[verb.text]
-        direction: Any = "ingress" if c[2].text == "from" else "egress"
-        return FlowStmt(direction, c[0], c[3], c[4] or (), self._span(meta), action, verb, c[5] or ())
+        side: Word | None = c[2]
+        direction: Any = "ingress" if c[3].text == "from" else "egress"
+        return FlowStmt(direction, c[0], c[4], c[5] or (), self._span(meta), action, verb, c[6] or (), side)
 
     def ACTION(self, tok: Token) -> Word:  # noqa: N802
         return self._word(tok)
@@ -872,6 +903,8 @@ def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     seen_lines: set[int] = set()
     while True:
+        collected: list[Token] = []
+        reset = _collected.set(collected)
         try:
             tree = _parser().parse(text)
         except UnexpectedInput as exc:
@@ -891,10 +924,12 @@ def parse(source: SourceFile) -> tuple[Module | None, list[Diagnostic]]:
             lines[idx] = "".join(ch if ch in "{}" else " " for ch in lines[idx])
             text = "\n".join(lines)
             continue
+        finally:
+            _collected.reset(reset)
         if diagnostics:
             return None, diagnostics
         if overlong := _overlong_words(tree, source.path):
             return None, overlong
         statements = _Build(source.path).transform(tree)
-        return Module(source, statements), []
+        return Module(source, statements, _comments_of(collected, source.path)), []
     return None, diagnostics

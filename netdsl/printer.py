@@ -309,7 +309,8 @@ class _Printer:
         elif isinstance(stmt, FlowStmt):
             self._subjects(stmt.subjects, out)
             if stmt.verb is not None:
-                out.append(f" {self._word(stmt.verb)} {'from' if stmt.direction == 'ingress' else 'to'} ")
+                side = f" {stmt.side.text}" if stmt.side is not None else ""
+                out.append(f" {self._word(stmt.verb)}{side} {'from' if stmt.direction == 'ingress' else 'to'} ")
             else:
                 out.append(" accepts " if stmt.direction == "ingress" else " connects to ")
             self._sep(stmt.peers, self._peer, lambda p: p.span, out)

@@ -260,3 +260,25 @@ def test_isolate_for_in_a_cluster_block_gets_halves_in_each_namespace_it_covers(
     assert half.subject.namespace == "prod" and half.direction is ir.Direction.INGRESS
     assert half.subject.selector == ir.Selector.of([ir.Requirement("app", ir.Operator.IN, ("db",)),
                                                     ir.Requirement("tier", ir.Operator.IN, ("x",))])
+
+
+def test_a_one_sided_rule_derives_no_other_half() -> None:
+    """`web allows ingress from api` is one NetworkPolicy rule: api's restricted egress stays closed,
+    while the flow form `web accepts api` opens it (the other half)."""
+    one_sided = lowered("namespace prod {\n  isolate\n  service web = app=web\n  service api = app=api\n"
+                        "  web allows ingress from api on 8080\n}\n")
+    assert not derived(one_sided)
+    assert [r.one_sided for r in one_sided.rules] == [True]
+    flow = lowered("namespace prod {\n  isolate\n  service web = app=web\n  service api = app=api\n"
+                   "  web accepts api on 8080\n}\n")
+    assert len(derived(flow)) == 1
+
+
+@pytest.mark.parametrize("statement, says", [
+    ("web allows egress from api", "`egress` does not go with `from`"),
+    ("web allows ingress to api", "`ingress` does not go with `to`"),
+])
+def test_a_side_must_match_from_or_to(statement: str, says: str) -> None:
+    result = check_files([SourceFile("s.seg", f"namespace prod {{\n  service web = app=web\n  service api = app=api\n"
+                                               f"  {statement}\n}}\n")])
+    assert [d.message for d in result.diagnostics if d.is_error] == [says]

@@ -109,6 +109,11 @@ class Backend(abc.ABC):
         """Errors for what the options make impossible (an old version, say). None by default."""
         return []
 
+    def prefixed_name(self, manifest: Manifest, prefix: str) -> str | None:
+        """The object's name under `--name-prefix`; None: it keeps its name (an object other objects
+        refer to by name, shared on purpose)."""
+        return prefix + manifest.name
+
     def unsupported(self, program: ir.Program) -> list[Diagnostic]:
         """An error for every statement this target cannot express."""
         out: list[Diagnostic] = []
@@ -237,6 +242,29 @@ def source_annotation(spans: Iterable[Span]) -> str:
     for s in sorted(spans, key=lambda s: s.sort_key):
         lines.setdefault(s.path, {})[s.line] = None
     return "; ".join(f"{path}:{','.join(map(str, nums))}" for path, nums in lines.items())
+
+
+MAX_NAME = 253  # an object name is a DNS-1123 subdomain (NetworkPolicy, Calico and Cilium policies, sets)
+
+
+def apply_name_prefix(backend: Backend, manifests: Sequence[Manifest], prefix: str) -> list[Diagnostic]:
+    """Prefix every object's name (the backend says how, and which keep theirs); an error for a name the
+    prefix pushes past MAX_NAME. A common prefix keeps names unique and their order (Calico breaks ties
+    in `order` by name) unchanged."""
+    problems: list[Diagnostic] = []
+    for m in manifests:
+        name = backend.prefixed_name(m, prefix)
+        if name is None:
+            continue
+        if len(name) > MAX_NAME:
+            problems.append(error(
+                "invalid-name", f"with --name-prefix {prefix!r}, the {m.kind} {m.name!r} would be named with "
+                f"{len(name)} characters, more than Kubernetes allows ({MAX_NAME})", None,
+                "use a shorter prefix, or a shorter service or tier name",
+            ))
+            continue
+        m.name = m.body["metadata"]["name"] = name
+    return problems
 
 
 def duplicate_objects(manifests: Sequence[Manifest]) -> list[Diagnostic]:

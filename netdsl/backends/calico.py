@@ -25,8 +25,9 @@ nothing applies its defaultAction. So:
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from netdsl import ir
@@ -120,6 +121,28 @@ def exact_nets(peer: ir.CidrPeer) -> list[str]:
     return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[type-var]
 
 
+def rule_content(rules: Sequence[ir.Rule]) -> str:
+    """What a statement's rules say - direction, action, peers, ports, HTTP - without where or how it
+    was written: the name of an ordered policy digests this, so reformatting or moving a statement
+    keeps its object's name, and two statements that say different things never share one."""
+    parts = []
+    for r in rules:
+        peers = sorted(repr(_unlabelled(p)) for p in r.peers)
+        parts.append(f"{r.direction.value}|{r.action.value}|{peers}|{sorted(map(repr, r.ports))}|{r.http!r}")
+    return "\n".join(sorted(parts))
+
+
+def _unlabelled(peer: ir.Peer) -> ir.Peer:
+    """A peer without how the user named it (labels do not take part in equality, but show in repr)."""
+    if isinstance(peer, ir.PodPeer):
+        return ir.PodPeer(peer.namespaces, peer.pods)
+    if isinstance(peer, ir.CidrPeer):
+        return ir.CidrPeer(peer.cidr, peer.excepts)
+    if isinstance(peer, ir.AnyPeer):
+        return ir.AnyPeer()
+    return peer
+
+
 class CalicoBackend(Backend):
     name = "calico"
     capabilities = frozenset({
@@ -127,6 +150,16 @@ class CalicoBackend(Backend):
         Capability.ISOLATION, Capability.NAMED_PORTS, Capability.PORT_RANGES, Capability.SCTP,
         Capability.CIDR_EXCEPT,
     })
+
+    def prefixed_name(self, manifest: Manifest, prefix: str) -> str | None:
+        """Tiers keep their names (policies name them in `spec.tier`); before 3.32 a tier's policy must
+        be named `<tier>.<name>`, so the prefix goes after the dot."""
+        if manifest.kind == "Tier":
+            return None
+        tier = manifest.body.get("spec", {}).get("tier")
+        if tier is not None and manifest.name.startswith(tier + "."):
+            return f"{tier}.{prefix}{manifest.name[len(tier) + 1:]}"
+        return prefix + manifest.name
 
     def check_options(self, program: ir.Program, options: Options) -> list[Diagnostic]:
         version = parse_version(str(options.extra.get("calico_version", DEFAULT_VERSION)))
@@ -187,11 +220,16 @@ class _Builder:
                 statements = list(dict.fromkeys(r.span for r in rules))
                 position = {span: i for i, span in enumerate(statements)}
                 groups = self.group(rules, lambda r: (r.span, r.subject))
+                taken: set[str] = set()
                 for (span, subject), members in groups.items():
                     action = members[0].action.value.lower()
-                    statement = digest(f"{members[0].text}|{span.path}")
-                    self.policy(subject, tier, 100 * (position[span] + 1), members,
-                                f"{subject.name}-{action}-{statement}")
+                    name = f"{subject.name}-{action}-{digest(rule_content(members))}"
+                    for n in itertools.count(2):  # the same rules twice in one tier: distinct objects
+                        if name not in taken:
+                            break
+                        name = f"{subject.name}-{action}-{digest(rule_content(members) + f'#{n}')}"
+                    taken.add(name)
+                    self.policy(subject, tier, 100 * (position[span] + 1), members, name)
         self.unique_tier_names()
         self.out.sort(key=lambda m: m.sort_key)
         return self.out

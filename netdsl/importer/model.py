@@ -90,3 +90,5 @@ class Translation:
     cidr_sets: dict[str, tuple[ir.CidrPeer, ...]] = field(default_factory=dict)  # a `cidrs NAME = ...`
     understood: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    # parts imported exactly that are a known pitfall (the seed's split Cilium FQDN rule): warnings
+    warnings: list[Gap] = field(default_factory=list)

@@ -88,6 +88,14 @@ class Flows(Names):
             self.rules.append(ir.Rule(s, Direction.EGRESS, (peer,), DNS_PORTS, stmt.span, text, tier=tier))
 
     def lower_flow(self, ns: Scope, stmt: parse.FlowStmt, tier: str | None) -> None:
+        if stmt.side is not None and stmt.side.text != stmt.direction:
+            right = "ingress from" if stmt.direction == "ingress" else "egress to"
+            written = "from" if stmt.direction == "ingress" else "to"
+            verb = stmt.verb.text if stmt.verb else "allows"
+            self.error("conflict", f"`{stmt.side.text}` does not go with `{written}`", stmt.side.span,
+                       f"a rule of the subject's ingress reads `{verb} ingress from PEERS`, of its egress "
+                       f"`{verb} egress to PEERS`; here: `{verb} {right}`")
+            return
         subjects = self.lower_subjects(ns, stmt.subjects)
         peers: list[ir.Peer] = []
         for p in stmt.peers:
@@ -126,7 +134,8 @@ class Flows(Names):
         action = {"allow": ir.Action.ALLOW, "deny": ir.Action.DENY, "pass": ir.Action.PASS}[stmt.action]
         text = self.statement_text(stmt.span)
         for s in subjects:
-            rule = ir.Rule(s, direction, emitted, ports, stmt.span, text, action, tier=tier, http=http)
+            rule = ir.Rule(s, direction, emitted, ports, stmt.span, text, action, tier=tier, http=http,
+                           one_sided=stmt.side is not None)
             self.rules.append(rule)
             if emitted != unique:
                 self.half_peers[rule] = unique

@@ -201,8 +201,8 @@ class Halves(LoweringState):
         # Every rule a statement made, also those deduplicated away, with the peers as written: a
         # simplification of the emitted rules never loses an other half.
         for rule in self.rules:
-            if rule.action is not ir.Action.ALLOW:
-                continue  # a deny or pass needs no help from the other side
+            if rule.action is not ir.Action.ALLOW or rule.one_sided:
+                continue  # a deny or pass needs no help from the other side; a one-sided rule wants none
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]

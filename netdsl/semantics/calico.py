@@ -3,7 +3,9 @@ Calico's documentation of policy evaluation and, where the documentation is sile
 turns the v3 objects into what Felix enforces (projectcalico/calico, libcalico-go
 lib/backend/syncersv1/updateprocessors and lib/backend/k8s/conversion, read at 87c1590):
 
-* tiers in `order` (the default tier at 1000000; a Tier object may set `defaultAction`);
+* tiers in `order` (the default tier at 1000000; a Tier without order after every ordered one, by
+  name; a Tier object may set `defaultAction`); a policy without `types` applies to Ingress, to
+  Egress instead when it has only egress rules, to both when it has both;
 * in a tier, the policies that apply to the endpoint (selector, namespaceSelector for global
   policies, `types`), by `order` then name; in a policy, rules in order; the first rule whose
   protocol, source and destination match decides: Allow and Deny end evaluation, Pass jumps to the
@@ -23,8 +25,10 @@ Endpoints and their labels (what selectors are evaluated against):
   Node's labels). Its labels are "in the same namespace as those of workload endpoints" (docs,
   "Host endpoints"). It belongs to no namespace. GlobalNetworkPolicy "applies to workload endpoint
   resources in all namespaces, and to host endpoint resources" (docs, "Global network policy").
-* A GlobalNetworkSet carries its labels; a rule selector that matches it matches every address in
-  its `nets` - a pod's or a host endpoint's address too (selectors become IP sets).
+* A NetworkSet carries its labels, `projectcalico.org/namespace=<ns>` and its namespace's `pcns.`
+  labels (the namespace profile); a GlobalNetworkSet carries its labels. A rule selector that matches
+  a set matches every address in its `nets` - a pod's or a host endpoint's address too (selectors
+  become IP sets).
 
 Selectors, as the syncer rewrites them (updateprocessors/rules.go, globalnetworkpolicyprocessor.go):
 
@@ -241,6 +245,7 @@ class CalicoSemantics:
         self.topology = topology
         self.tier_order: dict[str, tuple[float, str]] = {"default": (DEFAULT_TIER_ORDER, "Deny")}
         self.network_sets: list[tuple[dict[str, str], list[Network]]] = []
+        self.namespaced_sets: list[tuple[str, dict[str, str], list[Network]]] = []
         self.policies: dict[str, list[tuple[tuple[float, str], Mapping[str, Any]]]] = defaultdict(list)
         for obj in objects:
             if obj.get("apiVersion") != "projectcalico.org/v3":
@@ -248,10 +253,18 @@ class CalicoSemantics:
             kind = obj["kind"].removeprefix("Staged")
             spec = obj.get("spec") or {}
             if kind == "Tier":
-                self.tier_order[obj["metadata"]["name"]] = (spec.get("order", 0), spec.get("defaultAction", "Deny"))
+                name = obj["metadata"]["name"]
+                # a tier without order comes after every ordered one (the default tier has its own)
+                default = DEFAULT_TIER_ORDER if name == "default" else float("inf")
+                order = spec.get("order")
+                self.tier_order[name] = (default if order is None else order, spec.get("defaultAction") or "Deny")
             elif kind == "GlobalNetworkSet":
                 nets = [ipaddress.ip_network(n, strict=False) for n in spec.get("nets") or ()]
                 self.network_sets.append((dict(obj["metadata"].get("labels") or {}), nets))
+            elif kind == "NetworkSet":
+                nets = [ipaddress.ip_network(n, strict=False) for n in spec.get("nets") or ()]
+                self.namespaced_sets.append((obj["metadata"].get("namespace") or "default",
+                                             dict(obj["metadata"].get("labels") or {}), nets))
             elif kind in ("NetworkPolicy", "GlobalNetworkPolicy"):
                 order = spec.get("order")
                 key = (float("inf") if order is None else float(order), obj["metadata"]["name"])
@@ -263,6 +276,8 @@ class CalicoSemantics:
                 raise ValueError(f"policies in tier {tier!r}, which no Tier object declares")
             self.policies[tier].sort(key=lambda kp: kp[0])
         self.tiers = sorted(self.tier_order, key=lambda t: (self.tier_order[t][0], t))
+        for namespace, labels, nets in self.namespaced_sets:
+            self.network_sets.append((self._namespaced_set_labels(namespace, labels), nets))
         self._selectors: dict[tuple[str, str], Predicate] = {}
         self._subjects: dict[tuple[str, str | None, str, str | None], Predicate] = {}
         self._labels: dict[Endpoint, Labels | None] = {}
@@ -341,6 +356,14 @@ class CalicoSemantics:
             return endpoint.labels
         return None
 
+    def _namespaced_set_labels(self, namespace: str, labels: Mapping[str, str]) -> dict[str, str]:
+        """A NetworkSet as Felix sees it: its own labels, its namespace's label and, through the namespace
+        profile, the namespace's `pcns.` labels (libcalico-go updateprocessors/networksetprocessor.go)."""
+        namespace_labels = {**self.topology.namespace_labels(namespace), CALICO_NAMESPACE_NAME: namespace}
+        own = {k: v for k, v in labels.items() if not k.startswith((NAMESPACE_PREFIX, SERVICE_ACCOUNT_PREFIX))}
+        return {**own, NAMESPACE_LABEL: namespace,
+                **{NAMESPACE_PREFIX + k: v for k, v in namespace_labels.items()}}
+
     def member(self, pred: Predicate, endpoint: Endpoint) -> bool:
         """Whether the endpoint's address is in the IP set of a selector: a matching endpoint's own, or
         inside a matching GlobalNetworkSet."""
@@ -353,7 +376,9 @@ class CalicoSemantics:
     # ---- matching
     def applies(self, policy: Mapping[str, Any], endpoint: Endpoint, direction: str) -> bool:
         spec = policy.get("spec") or {}
-        types = spec.get("types") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
+        # libcalico-go defaultPolicyTypesField: Ingress without egress rules, Egress without ingress rules
+        types = spec.get("types") or (["Ingress"] if not spec.get("egress") else
+                                      ["Egress"] if not spec.get("ingress") else ["Ingress", "Egress"])
         if direction not in types:
             return False
         labels = self.labels(endpoint)
@@ -410,6 +435,8 @@ class CalicoSemantics:
             decided: tuple[str, str] | None = None
             for policy in applying:
                 for i, rule in enumerate(policy["spec"].get(key) or ()):
+                    if rule.get("action") == "Log":
+                        continue  # Log records the packet and goes on to the next rule
                     if self.rule_matches(rule, policy, conn):
                         decided = (rule["action"], f"{policy['kind']} {policy['metadata']['name']} {key}[{i}]")
                         break

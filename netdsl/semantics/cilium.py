@@ -116,7 +116,7 @@ class CiliumSemantics:
                 "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"
             ):
                 raise ValueError(f"not a Cilium policy: {obj.get('apiVersion')}/{obj.get('kind')}")
-            self.policies.append(obj)
+            self.policies.extend(_rules_of(obj))
 
     def labels(self, endpoint: Endpoint) -> dict[str, str]:
         """The identity labels selectors see (sources dropped, `reserved:` kept)."""
@@ -168,9 +168,9 @@ class CiliumSemantics:
 
     def peer_matches(self, rule: Mapping[str, Any], policy: Mapping[str, Any], peer: Endpoint, to: bool) -> bool:
         prefix = "to" if to else "from"
-        kinds = [k for k in rule if k != "toPorts"]
+        kinds = [k for k in rule if k != "toPorts" and rule[k]]  # Cilium reads [] and null as absent
         if not kinds:
-            return "toPorts" in rule  # L4-only rules match every peer; the empty rule none
+            return bool(rule.get("toPorts"))  # L4-only rules match every peer; the empty rule none
         world = isinstance(peer, External) and peer.identity is None
         for key in kinds:
             values = rule[key]
@@ -192,23 +192,24 @@ class CiliumSemantics:
                 if any(entity_matches(e, peer) for e in values):
                     return True
             elif key == "toFQDNs" and world and isinstance(peer, External) and peer.name is not None:
+                host = peer.name.lower().rstrip(".")  # DNS names are case-insensitive
                 for f in values:
-                    if "matchName" in f and f["matchName"].rstrip(".") == peer.name:
+                    if "matchName" in f and f["matchName"].lower().rstrip(".") == host:
                         return True
-                    if "matchPattern" in f and _pattern(f["matchPattern"]).fullmatch(peer.name):
+                    if "matchPattern" in f and _pattern(f["matchPattern"].lower()).fullmatch(host):
                         return True
         return False
 
     @staticmethod
     def ports_match(rule: Mapping[str, Any], conn: Connection) -> bool:
-        if "toPorts" not in rule:
+        if not rule.get("toPorts"):
             return True
         for entry in rule["toPorts"]:
             for p in entry.get("ports") or ():
-                protocol = p.get("protocol", "ANY")
+                protocol = str(p.get("protocol") or "ANY").upper()  # Cilium's ParseL4Proto
                 if protocol != "ANY" and protocol != conn.protocol.value:
                     continue
-                port = str(p.get("port", "0"))
+                port = str(p.get("port", "0")).lower()  # port names compare case-insensitively
                 if port == "0":
                     return True
                 if re.fullmatch(r"\d+", port):
@@ -247,6 +248,16 @@ class CiliumSemantics:
             return side(endpoint, egress) if self.has_side(endpoint) else None
 
         return both_sides(conn, side, identity_side)
+
+
+def _rules_of(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A policy's rules: `spec` and each of `specs` (Cilium adds them up), each as a policy of its own."""
+    if obj.get("specs") is None:
+        return [obj]
+    out: list[Mapping[str, Any]] = [{**obj, "spec": spec} for spec in obj["specs"]]
+    if obj.get("spec") is not None:
+        out.insert(0, obj)
+    return out
 
 
 def _pattern(pattern: str) -> re.Pattern[str]:

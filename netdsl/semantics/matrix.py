@@ -1016,9 +1016,9 @@ def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) ->
         return index.cached(("cilium-selector", _key(selector)), compute)
 
     def peer_mask(rule: Mapping[str, Any], policy: Mapping[str, Any], to: bool) -> int:
-        kinds = [k for k in rule if k != "toPorts"]
+        kinds = [k for k in rule if k != "toPorts" and rule[k]]  # [] and null read as absent
         if not kinds:
-            return index.all if "toPorts" in rule else 0  # L4-only rules match every peer; {} none
+            return index.all if rule.get("toPorts") else 0  # L4-only rules match every peer; {} none
         mask = 0
         for kind in kinds:
             values = rule[kind]
@@ -1036,16 +1036,16 @@ def compile_cilium(evaluator: cilium_semantics.CiliumSemantics, index: Index) ->
             within, lambda e: evaluator.peer_matches(part, policy, e, to)))
 
     def ports_of(rule: Mapping[str, Any]) -> Ports:
-        if "toPorts" not in rule:
+        if not rule.get("toPorts"):
             return None
         items = []
         for entry in rule["toPorts"]:
             for p in entry.get("ports") or ():
-                text = p.get("protocol", "ANY")
+                text = str(p.get("protocol") or "ANY").upper()  # as CiliumSemantics.ports_match
                 if text != "ANY" and text not in _PROTOCOLS:
                     continue  # no probe has it
                 protocol = None if text == "ANY" else Protocol(text)
-                port = str(p.get("port", "0"))
+                port = str(p.get("port", "0")).lower()
                 if port == "0":
                     items.append(PortItem(protocol))
                 elif port.isdigit() and port.isascii():

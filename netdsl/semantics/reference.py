@@ -282,6 +282,7 @@ class Statement:
     peers: tuple[Peer, ...]
     ports: tuple[Port, ...]  # empty: every port and protocol
     where: str  # "file:line: text"
+    one_sided: bool = False  # `allows ingress from`: no other half
 
 
 @dataclass(frozen=True)
@@ -431,7 +432,8 @@ class ReferenceSemantics:
             subjects = self._subjects(scope, stmt.subjects)
             ports = tuple(_port(w) for w in stmt.ports)
             self.statements.append(
-                Statement(position, tier, stmt.direction, stmt.action, scope, subjects, peers, ports, where))
+                Statement(position, tier, stmt.direction, stmt.action, scope, subjects, peers, ports, where,
+                          one_sided=stmt.side is not None))
             if any(isinstance(p, FqdnPeer) for p in peers):  # a DNS name needs its lookups (README)
                 self.statements.append(
                     Statement(position, tier, "egress", "allow", scope, subjects, (DNS_PEER,), DNS_PORTS, where))
@@ -528,7 +530,8 @@ class ReferenceSemantics:
                 and any(self._peer_matches(p, other) for p in stmt.peers) and self._ports_match(stmt, conn))
 
     def _half(self, stmt: Statement, pod: Pod, direction: Direction, other: Endpoint, conn: Connection) -> bool:
-        return (stmt.action == "allow" and stmt.direction == _opposite(direction) and isinstance(other, Pod)
+        return (stmt.action == "allow" and not stmt.one_sided and stmt.direction == _opposite(direction)
+                and isinstance(other, Pod)
                 and self._is_subject(stmt, other) and self._half_reaches(stmt, pod) and self._ports_match(stmt, conn))
 
     def applies(self, tier: str | None, pod: Pod, direction: Direction) -> bool:

@@ -922,3 +922,26 @@ def test_isolate_for_is_a_default_tier_policy_selecting_the_service_without_rule
     assert glob["metadata"]["name"].startswith("cluster-isolate-egress-db-")
     assert glob["spec"]["selector"] == "app == 'db'" and glob["spec"]["types"] == ["Egress"]
     assert "env == 'prod'" in glob["spec"]["namespaceSelector"] and "ingress" not in glob["spec"]
+
+
+def test_ordered_policy_names_follow_what_statements_say_not_how_they_are_written() -> None:
+    """Names of policies in tiers digest the rules' content: the same statement text in two namespaces
+    (whose other halves land on the same kube-dns pods) gives two names, not one object replacing the
+    other; respelling a statement (`web,api` -> `web, api`, as `netdsl fmt` does) keeps its name."""
+    from netdsl.compiler import check_files, compile_checked
+    from netdsl.source import SourceFile
+
+    def names(text: str) -> list[str]:
+        result = compile_checked(check_files([SourceFile("n.seg", text)]), "calico")
+        assert result.ok, [d.message for d in result.diagnostics if d.is_error]
+        return sorted(m.name for m in result.manifests)
+
+    twice = ("namespace prod {\n  service db = app=db\n  allow dns for db\n}\n"
+             "namespace web {\n  service db = app=db\n  allow dns for db\n}\n"
+             "tier t order 10 {\n  namespace prod { all pods allows from all pods }\n}\n"
+             "cluster including system { all pods denies from cidr 10.0.0.0/8 }\n")
+    assert len(set(names(twice))) == len(names(twice))
+    spaced = ("namespace prod {\n  service web = app=web\n  service api = app=api\n}\n"
+              "tier t order 10 {\n  namespace prod { web,api denies from cidr 10.0.0.0/8 except (10.1.0.0/16) }\n}\n")
+    canonical = spaced.replace("web,api", "web, api").replace("(10.1.0.0/16)", "10.1.0.0/16")
+    assert names(spaced) == names(canonical)

@@ -213,11 +213,14 @@ def programs(draw: st.DrawFn, expects: bool = True) -> str:
             subject = draw(st.sampled_from([*services[ns], "all pods"]))
             chosen = draw(st.lists(peers(services[ns], remote, sets), min_size=1, max_size=3, unique=True))
             ports = draw(st.lists(st.sampled_from(PORT_WORDS), max_size=3, unique=True))
-            verb = draw(st.sampled_from(["accepts", "connects to"]))
+            # one-sided rules (`allows ingress from`) derive no other half: no expectation follows from them
+            verb = draw(st.sampled_from(["accepts", "connects to", "accepts", "connects to", "allows ingress from",
+                                         "allows egress to"]))
             on = f" on {', '.join(ports)}" if ports else ""
             body.append(f"  {subject} {verb} {', '.join(chosen)}{on}")
             port = _expect_port(ports)
-            if expects and subject != "all pods" and port is not None and draw(st.booleans()):
+            if (expects and verb in ("accepts", "connects to") and subject != "all pods" and port is not None
+                    and draw(st.booleans())):
                 other = chosen[0]
                 here, there = f"{ns}/{subject}", other if "/" in other else f"{ns}/{other}"
                 src, dst = (there, here) if verb == "accepts" else (here, there)
@@ -295,7 +298,7 @@ def ordered_programs(draw: st.DrawFn) -> str:
     services = services_of(text)
     namespaces = sorted(services)
     verbs = ["allows from", "allows to", "denies from", "denies to", "passes from", "passes to",
-             "accepts", "connects to"]
+             "accepts", "connects to", "allows ingress from", "allows egress to", "denies ingress from"]
     blocks = []
     for t in range(draw(st.integers(0, 2))):
         otherwise = draw(st.sampled_from(["", " otherwise deny", " otherwise pass"]))
