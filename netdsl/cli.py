@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from click.shell_completion import CompletionItem
 
 from netdsl import __version__
 from netdsl.analysis import Analysis, analyse, default_targets
-from netdsl.backends import Options, backend_names
+from netdsl.backends import Options, backend_names, name_prefix_problem
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
 from netdsl.backends.calico import parse_version
 from netdsl.compiler import (
@@ -183,19 +182,13 @@ def _check_version(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-_NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9]*\Z")
-MAX_NAME_PREFIX = 63
-
-
 def _check_name_prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A prefix of DNS-1123 label characters (no `.`: Calico reads `a.b` as tier `a`), so every prefixed
-    name is still a valid object name; empty (also from NETDSL_NAME_PREFIX) means none."""
+    """Empty (also from NETDSL_NAME_PREFIX) means none."""
     if not value:
         return None
-    if len(value) > MAX_NAME_PREFIX or not _NAME_PREFIX.match(value):
-        raise click.BadParameter(
-            f"{value!r} is not a name prefix: use at most {MAX_NAME_PREFIX} lowercase letters, digits and '-', "
-            "starting with a letter or digit (like `team-a-`)")
+    problem = name_prefix_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
     return value
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from netdsl.backends import Options, backend_names
+from netdsl.backends import Options, backend_names, name_prefix_problem
 from netdsl.compiler import compile_paths
 from netdsl.diagnostics import Diagnostic, Severity
 
@@ -32,7 +32,7 @@ RESOURCE_LIST = ("config.kubernetes.io/v1", "ResourceList")
 MANAGED_BY = ("app.kubernetes.io/managed-by", "netdsl")
 # The options a functionConfig may set, with their defaults (the `netdsl compile` flags of the same name).
 DEFAULTS: Mapping[str, Any] = {"paths": [], "target": "vanilla", "calicoVersion": None, "staged": False,
-                               "widen": False}
+                               "widen": False, "namePrefix": ""}
 PATH_ANNOTATION = "config.kubernetes.io/path"
 
 
@@ -92,6 +92,12 @@ def read_config(function_config: Any) -> Config:
                              "widen": _as_bool("widen", values["widen"])}
     if values["calicoVersion"] is not None:
         extra["calico_version"] = str(values["calicoVersion"])
+    prefix = str(values["namePrefix"] or "")
+    if prefix:
+        problem = name_prefix_problem(prefix)
+        if problem:
+            raise FunctionError(f"functionConfig namePrefix: {problem}")
+        extra["name_prefix"] = prefix
     return Config(paths, target, Options(extra))
 
 

@@ -137,3 +137,11 @@ def test_kptfile_pipeline_and_the_netdsl_krm_executable(package: Path) -> None:
     assert done.returncode == 0, done.stderr
     kinds = {yaml.safe_load(p.read_text())["kind"] for p in (package / "netdsl").rglob("*.yaml")}
     assert kinds == {"CiliumNetworkPolicy"}
+
+
+def test_name_prefix_option(package: Path) -> None:
+    out = run_krm(yaml.safe_dump(resource_list({"paths": ["app.seg"], "namePrefix": "team-a-"})), package)
+    assert out.returncode == 0, out.stderr
+    assert all(o["metadata"]["name"].startswith("team-a-") for o in yaml.safe_load(out.stdout)["items"])
+    bad = run_krm(yaml.safe_dump(resource_list({"paths": ["app.seg"], "namePrefix": "Team.A"})), package)
+    assert bad.returncode == 1 and "not a name prefix" in yaml.safe_load(bad.stdout)["results"][0]["message"]

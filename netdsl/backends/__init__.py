@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -245,6 +246,19 @@ def source_annotation(spans: Iterable[Span]) -> str:
 
 
 MAX_NAME = 253  # an object name is a DNS-1123 subdomain (NetworkPolicy, Calico and Cilium policies, sets)
+
+
+_NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9]*\Z")
+MAX_NAME_PREFIX = 63
+
+
+def name_prefix_problem(value: str) -> str | None:
+    """Why `value` cannot prefix object names, or None. DNS-1123 label characters only (no `.`: Calico
+    reads `a.b` as tier `a`), so every prefixed name is still a valid object name."""
+    if len(value) > MAX_NAME_PREFIX or not _NAME_PREFIX.match(value):
+        return (f"{value!r} is not a name prefix: use at most {MAX_NAME_PREFIX} lowercase letters, digits and '-', "
+                "starting with a letter or digit (like `team-a-`)")
+    return None
 
 
 def apply_name_prefix(backend: Backend, manifests: Sequence[Manifest], prefix: str) -> list[Diagnostic]:

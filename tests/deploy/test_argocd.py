@@ -112,3 +112,9 @@ def test_the_config_map_and_the_sidecar_patch_build_with_kustomize(tmp_path: Pat
     assert containers["netdsl"]["securityContext"]["runAsUser"] == 999
     volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert {"var-files", "plugins", "netdsl-cmp-plugin", "netdsl-cmp-tmp"} <= volumes
+
+
+def test_a_name_prefix_parameter_prefixes_every_object(app: Path) -> None:
+    done, _ = generate(app, PARAM_NAME_PREFIX="team-a-")
+    assert done.returncode == 0, done.stderr
+    assert all(o["metadata"]["name"].startswith("team-a-") for o in yaml.safe_load_all(done.stdout) if o)

@@ -80,3 +80,32 @@ def test_check_hook_passes_and_fails_with_the_line(project: Path, hooks_repo: tu
     (project / "policies" / "broken.seg").write_text("namespace x {\n  a accepts\n}\n")
     done = run_hooks(project, hooks_repo, pre_commit_home, hooks)
     assert done.returncode == 1 and "policies/broken.seg:2:" in done.stdout
+
+
+def test_fmt_hooks_check_and_rewrite_file_by_file(project: Path, hooks_repo: tuple[Path, str],
+                                                  pre_commit_home: Path) -> None:
+    app = project / "policies" / "app.seg"
+    canonical = app.read_text()
+    app.write_text(canonical.replace("  isolate", "      isolate", 1))  # not in the canonical layout
+    check = run_hooks(project, hooks_repo, pre_commit_home, [{"id": "netdsl-fmt-check"}])
+    assert check.returncode == 1 and "policies/app.seg" in check.stdout
+    assert app.read_text() != canonical  # --check changes nothing
+    rewrite = run_hooks(project, hooks_repo, pre_commit_home, [{"id": "netdsl-fmt"}])
+    assert rewrite.returncode == 1  # pre-commit fails a hook that changed files: stage the result
+    assert app.read_text() == canonical
+    again = run_hooks(project, hooks_repo, pre_commit_home, [{"id": "netdsl-fmt"}, {"id": "netdsl-fmt-check"}])
+    assert again.returncode == 0, again.stdout
+
+
+def test_compile_check_hook_fails_on_stale_output(project: Path, hooks_repo: tuple[Path, str],
+                                                  pre_commit_home: Path) -> None:
+    netdsl = Path(sys.executable).parent / "netdsl"
+    subprocess.run([str(netdsl), "compile", "policies/", "-o", "deploy/netpol"], cwd=project, check=True,
+                   capture_output=True, timeout=120)
+    hooks: list[dict[str, object]] = [{"id": "netdsl-compile-check", "args": ["policies/", "-o", "deploy/netpol"]}]
+    fresh = run_hooks(project, hooks_repo, pre_commit_home, hooks)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    app = project / "policies" / "app.seg"
+    app.write_text(app.read_text().replace("ingress-nginx on 80", "ingress-nginx on 8000"))  # not recompiled
+    stale = run_hooks(project, hooks_repo, pre_commit_home, hooks)
+    assert stale.returncode == 1 and "deploy/netpol" in stale.stdout
