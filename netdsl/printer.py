@@ -292,10 +292,9 @@ class _Printer:
             out.append("isolate")
             if stmt.direction is not None:
                 out.append(" " + self._word(stmt.direction))
-            subjects: Subjects | None = getattr(stmt, "subjects", None)  # `isolate ... for` (issue 10)
-            if subjects is not None:
+            if stmt.subjects is not None:  # `isolate [DIRECTION] for SUBJECTS`
                 out.append(" for ")
-                self._subjects(subjects, out)
+                self._subjects(stmt.subjects, out)
         elif isinstance(stmt, DnsStmt):
             out.append("allow dns")
             if stmt.subjects is not None:

@@ -87,6 +87,18 @@ def test_a_denied_connection_says_what_isolates_it(netdsl: Run, app: Path) -> No
     assert "production/frontend egress is isolated by NetworkPolicy" in r.stdout
 
 
+def test_a_connection_denied_by_isolate_for_names_the_service(netdsl: Run, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.seg").write_text("namespace shop {\n  service web = app=web\n  isolate ingress for web\n}\n")
+    r = run(netdsl, "one.seg", "--from", "shop/unlabelled", "--to", "shop/web:80")
+    assert r.exit_code == 0, r.stderr
+    assert "one.seg:3:3: isolate ingress for web" in r.stdout
+    assert "shop/web ingress is isolated by NetworkPolicy isolate-ingress-web" in r.stdout
+    r = run(netdsl, "one.seg", "--from", "shop/web", "--to", "shop/unlabelled:80")
+    assert "program  ALLOWED" in r.stdout  # web's egress and the other pods' ingress stay open
+
+
 def test_without_a_port_every_probe_is_grouped_by_verdict(netdsl: Run, app: Path) -> None:
     r = run(netdsl, "app.seg", "--from", "frontend", "--to", "backend")
     assert r.exit_code == 0

@@ -1,4 +1,5 @@
-"""netdsl/lower/names.py and flows.py: what peers in `cluster { }` blocks and `passes` outside tiers mean."""
+"""netdsl/lower/names.py and flows.py: what peers in `cluster { }` blocks and `passes` outside tiers mean,
+and `isolate [DIRECTION] for SUBJECTS` (one isolation per service, redundancy, tiers, cluster blocks)."""
 
 from __future__ import annotations
 
@@ -161,3 +162,106 @@ def test_pod_networks_errors() -> None:
     assert bad.code == "invalid-cidr" and bad.hint is not None and "10.244.0.0/16" in bad.hint
     [twice] = errors("pod networks = 10.244.0.0/16\npod networks = 10.96.0.0/12\n")
     assert twice.code == "duplicate-name" and twice.span is not None and twice.span.line == 2
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def lowered(text: str) -> tuple[ir.Program, list[Diagnostic]]:
+    result = check_files([SourceFile("t.seg", text)])
+    assert result.ok and result.program is not None, [d.message for d in result.diagnostics]
+    return result.program, result.diagnostics
+
+
+SHOP = "namespace shop {\n  service web = app=web\n  service api = app=api\n  group both = web, api\n"
+
+
+def isolated(program: ir.Program) -> list[tuple[str, str | None, str]]:
+    return [(i.namespace, i.subject.name if i.subject else None, i.direction.value) for i in program.isolations]
+
+
+@pytest.mark.parametrize(("statement", "expected"), [
+    ("isolate ingress for web", [("shop", "web", "Ingress")]),
+    ("isolate egress for both", [("shop", "web", "Egress"), ("shop", "api", "Egress")]),
+    ("isolate for web", [("shop", "web", "Ingress"), ("shop", "web", "Egress")]),
+    ("isolate for web, both", [("shop", "web", "Ingress"), ("shop", "api", "Ingress"),
+                               ("shop", "web", "Egress"), ("shop", "api", "Egress")]),
+    ("isolate ingress for all pods", [("shop", None, "Ingress")]),  # `for all pods` is plain isolate
+])
+def test_isolate_for_is_one_isolation_per_subject_and_direction(statement: str, expected: list[object]) -> None:
+    program, _ = lowered(SHOP + f"  {statement}\n}}\n")
+    assert isolated(program) == expected
+    for i in program.isolations:
+        if i.subject is not None:
+            assert i.subject.selector == ir.Selector.of([ir.Requirement("app", ir.Operator.IN, (i.subject.name,))])
+
+
+def test_isolation_covers_only_the_pods_its_subject_selects() -> None:
+    program, _ = lowered(SHOP + "  isolate ingress for web\n}\n")
+    [iso] = program.isolations
+    assert iso.covers("shop", {}, {"app": "web"}) and not iso.covers("shop", {}, {"app": "api"})
+    assert not iso.covers("other", {}, {"app": "web"})
+
+
+def test_isolate_for_an_unknown_name_is_an_error_at_the_name() -> None:
+    [problem] = errors("namespace shop {\n  service web = app=web\n  isolate for wbe\n}\n")
+    assert problem.code == "unknown-name" and problem.span is not None and problem.span.column == 15
+    assert "`web`" in (problem.hint or "")
+
+
+def test_isolate_for_inside_a_tier_is_an_error_like_isolate() -> None:
+    [problem] = errors("tier t order 10 {\n  namespace shop {\n    service web = app=web\n"
+                       "    isolate for web\n  }\n}\n")
+    assert problem.code == "invalid-tier" and problem.span is not None and problem.span.line == 4
+
+
+def redundant(text: str) -> list[tuple[int, str]]:
+    return [(d.span.line if d.span else 0, d.message) for d in diagnostics(text) if d.code == "redundant"]
+
+
+@pytest.mark.parametrize("order", ["isolate ingress\n  isolate ingress for web", "isolate ingress for web\n  isolate"])
+def test_isolate_for_in_an_isolated_namespace_is_redundant_in_any_order(order: str) -> None:
+    text = SHOP + f"  {order}\n}}\n"
+    [(line, message)] = redundant(text)
+    assert "`web` is already isolated for ingress" in message and "every pod of the namespace" in message
+    assert line == (6 if order.startswith("isolate ingress\n") else 5)
+    program, _ = lowered(text)
+    assert all(i.subject is None for i in program.isolations)  # the plain isolation says it all
+
+
+def test_isolate_for_a_service_twice_or_inside_an_isolated_one_is_redundant() -> None:
+    text = SHOP + ("  service v2 = app=web, v=2\n  isolate egress for v2\n  isolate for web\n"
+                   "  isolate egress for web\n}\n")
+    found = redundant(text)
+    assert [line for line, _ in found] == [6, 8]
+    assert "`isolate for web` at t.seg:7 covers its pods" in found[0][1]
+    program, _ = lowered(text)
+    assert isolated(program) == [("shop", "web", "Ingress"), ("shop", "web", "Egress")]
+
+
+def test_isolate_for_another_direction_or_another_namespaces_isolation_is_not_redundant() -> None:
+    text = SHOP + "  isolate ingress\n  isolate egress for web\n}\nnamespace other {\n  isolate\n}\n"
+    assert redundant(text) == []
+
+
+def test_isolate_for_in_a_cluster_block_is_cluster_wide() -> None:
+    program, _ = lowered("cluster {\n  service web = app=web\n  isolate ingress for web\n}\n")
+    [iso] = program.isolations
+    assert iso.cluster is not None and iso.subject is not None and iso.subject.cluster == iso.cluster
+    assert iso.covers("shop", {}, {"app": "web"}) and not iso.covers("kube-system", {}, {"app": "web"})
+    assert not iso.covers("shop", {}, {"app": "api"})
+
+
+def test_egress_isolation_of_a_service_without_dns_warns_at_the_isolate() -> None:
+    [warning] = dns_warnings(SHOP + "  isolate egress for web\n}\n")
+    assert warning.span is not None and warning.span.line == 5 and "`web`" in warning.message
+    assert dns_warnings(SHOP + "  isolate egress for web\n  allow dns for web\n}\n") == []
+    assert dns_warnings(SHOP + "  isolate ingress for web\n}\n") == []
+
+
+def test_a_deny_of_an_isolated_service_does_not_warn_that_it_isolates() -> None:
+    text = "namespace shop {\n  service web = app=web\n  service v2 = app=web, v=2\n  isolate ingress for web\n" \
+           "  v2 denies from namespace ops\n}\n"
+    assert not [d for d in diagnostics(text) if d.code == "deny-isolates"]
+    text = text.replace("isolate ingress for web", "isolate egress for web")
+    assert [d.code for d in diagnostics(text) if d.code == "deny-isolates"] == ["deny-isolates"]

@@ -184,6 +184,7 @@ def restricted_by(program: ir.Program, rule: ir.Rule) -> bool:
     mine = set(rule.subject.selector.requirements)
     if rule.tier is None and any(
         i.direction is rule.direction and (i.namespace == rule.subject.namespace or i.cluster is not None)
+        and set(i.selector.requirements) <= mine  # `isolate for S`: S's pods only
         for i in program.isolations
     ):
         return True
@@ -232,6 +233,33 @@ def test_a_duplicate_statement_does_not_lose_the_other_half_of_its_twin() -> Non
                       "namespace b {\n  isolate\n  service db = app=db\n}\n")
     assert [(r.subject.namespace, r.subject.name) for r in program.rules if r.derived] == [("b", "db")]
     assert len([r for r in program.rules if not r.derived]) == 1
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def test_isolate_for_gets_the_other_half_on_exactly_its_pods() -> None:
+    program = lowered("namespace prod {\n  service web = app=web\n  service api = app=api\n"
+                      "  isolate ingress for web\n  api connects to all pods on 80\n}\n")
+    [half] = derived(program)
+    assert (half.subject.name, half.direction, half.ports) == ("web", ir.Direction.INGRESS,
+                                                              (ir.PortMatch(ir.Protocol.TCP, 80),))
+    assert restricted_by(program, half)
+
+
+def test_isolate_for_one_direction_derives_nothing_for_the_other() -> None:
+    program = lowered("namespace prod {\n  service web = app=web\n  service api = app=api\n"
+                      "  isolate egress for web\n  api connects to web on 80\n}\n")
+    assert derived(program) == []
+
+
+def test_isolate_for_in_a_cluster_block_gets_halves_in_each_namespace_it_covers() -> None:
+    program = lowered("cluster {\n  service db = app=db\n  isolate ingress for db\n}\n"
+                      "namespace prod {\n  service api = app=api\n  api connects to pods[app=db, tier=x] on 5432\n}\n")
+    [half] = derived(program)
+    assert half.subject.namespace == "prod" and half.direction is ir.Direction.INGRESS
+    assert half.subject.selector == ir.Selector.of([ir.Requirement("app", ir.Operator.IN, ("db",)),
+                                                    ir.Requirement("tier", ir.Operator.IN, ("x",))])
 
 
 def test_a_one_sided_rule_derives_no_other_half() -> None:

@@ -826,3 +826,34 @@ def test_a_comment_with_parentheses_after_a_statement_is_only_a_comment() -> Non
             "  f accepts g\n}\n")
     module, diagnostics = parse(SourceFile("c.seg", text))
     assert module is not None and not diagnostics
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+@pytest.mark.parametrize(("text", "direction", "subjects"), [
+    ("isolate", None, None),
+    ("isolate egress", "egress", None),
+    ("isolate ingress for web", "ingress", ("web",)),
+    ("isolate for web, api", None, ("web", "api")),
+    ("isolate egress for all pods", "egress", "all pods"),
+    ("isolate for web,\n  api", None, ("web", "api")),
+])
+def test_isolate_with_direction_and_subjects(text: str, direction: str | None, subjects: object) -> None:
+    (stmt,) = only_ns_stmts("namespace n {\n  " + text + "\n}\n")
+    assert isinstance(stmt, syn.IsolateStmt)
+    assert (stmt.direction.text if stmt.direction else None) == direction
+    got = stmt.subjects
+    shown = "all pods" if isinstance(got, syn.AllPods) else None if got is None else tuple(w.text for w in got)
+    assert shown == subjects
+
+
+@pytest.mark.parametrize("text", ["isolate ingress for web", "isolate for web, api", "isolate egress for all pods"])
+def test_isolate_for_prints_back_as_written(text: str) -> None:
+    from netdsl import printer
+
+    source = "namespace n {\n  " + text + "\n}\n"
+    printed = printer.print_module(parse_ok(source))
+    assert text in printed
+    (again,) = only_ns_stmts(printed)
+    assert isinstance(again, syn.IsolateStmt) and again.subjects is not None

@@ -137,7 +137,8 @@ class ProgramSemantics:
                 return Verdict(allowed, (_describe(decided),), by_deny=not allowed)
             if otherwise is ir.Action.PASS:
                 continue
-            why = [f"{isolation.span}: isolate {direction.value.lower()}"] if isolation else []
+            why = [f"{isolation.span}: isolate {direction.value.lower()}"
+                   + (f" for {isolation.subject.name}" if isolation.subject else "")] if isolation else []
             why += [f"{pod} {direction.value.lower()} is restricted by {_describe(r)}" for r in applying[:1]]
             if tier is not None:
                 why.append(f"tier {tier}: otherwise deny")

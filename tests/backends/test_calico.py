@@ -909,6 +909,21 @@ def test_cluster_including_system_isolates_everything() -> None:
     assert not c.allowed("calico-system/node", "kube-system/other", 9999)
 
 
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def test_isolate_for_is_a_default_tier_policy_selecting_the_service_without_rules() -> None:
+    objects = compiled("namespace shop {\n  service web = app=web\n  isolate ingress for web\n}\n"
+                       "cluster namespaces[env=prod] {\n  service db = app=db\n  isolate egress for db\n}\n")
+    named = by_name(objects)
+    assert named["isolate-ingress-web"]["kind"] == "NetworkPolicy"
+    assert named["isolate-ingress-web"]["spec"] == {"order": 10000, "selector": "app == 'web'", "types": ["Ingress"]}
+    [glob] = [o for o in objects if o["kind"] == "GlobalNetworkPolicy"]
+    assert glob["metadata"]["name"].startswith("cluster-isolate-egress-db-")
+    assert glob["spec"]["selector"] == "app == 'db'" and glob["spec"]["types"] == ["Egress"]
+    assert "env == 'prod'" in glob["spec"]["namespaceSelector"] and "ingress" not in glob["spec"]
+
+
 def test_ordered_policy_names_follow_what_statements_say_not_how_they_are_written() -> None:
     """Names of policies in tiers digest the rules' content: the same statement text in two namespaces
     (whose other halves land on the same kube-dns pods) gives two names, not one object replacing the

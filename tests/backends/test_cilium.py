@@ -1022,3 +1022,22 @@ def test_objects_holding_a_dollar_are_protected_from_flux_substitution() -> None
               for m in result.manifests}
     assert marked["api"][0] == "disabled" and "kustomize.toolkit.fluxcd.io/substitute: disabled" in marked["api"][1]
     assert marked["db"][0] is None
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def test_isolate_for_is_default_deny_with_the_services_endpoint_selector() -> None:
+    objects = documents(compile_text("namespace shop {\n  service web = app=web\n  isolate ingress for web\n}\n"
+                                     "cluster {\n  service db = !app\n  isolate for db\n}\n"))
+    named = {o["metadata"]["name"]: o for o in objects}
+    assert named["isolate-ingress-web"]["spec"] == {
+        "endpointSelector": {"matchLabels": {"app": "web"}}, "enableDefaultDeny": {"ingress": True},
+        "ingress": [{}]}
+    clusterwide = named["cluster-isolate-db"]
+    assert clusterwide["kind"] == "CiliumClusterwideNetworkPolicy"
+    assert clusterwide["spec"]["enableDefaultDeny"] == {"ingress": True, "egress": True}
+    # a negative-only selector also says it means pods (Cilium's own identities carry no pod labels)
+    expressions = clusterwide["spec"]["endpointSelector"]["matchExpressions"]
+    assert {"key": "app", "operator": "DoesNotExist"} in expressions
+    assert {"key": "k8s:io.kubernetes.pod.namespace", "operator": "Exists"} in expressions

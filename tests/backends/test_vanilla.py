@@ -95,3 +95,39 @@ def test_refuses_what_vanilla_cannot_express(example: str, netdsl) -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "[unsupported]" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ isolate for
+
+
+def compile_text(text: str, target: str = "vanilla") -> list[dict[str, object]]:
+    result = compile_paths(["-"], target, stdin=text.encode())  # also proves the output == the program
+    assert result.ok, [str(d) for d in result.diagnostics if d.is_error]
+    return [m.body for m in result.manifests]
+
+
+def test_isolate_for_is_a_policy_selecting_the_service_without_rules() -> None:
+    objects = compile_text("namespace shop {\n  service web = app=web\n  service api = app=api, tier=x\n"
+                           "  isolate ingress for web\n  isolate for api\n}\n")
+    named = {o["metadata"]["name"]: o for o in objects}  # type: ignore[index]
+    assert named["isolate-ingress-web"]["spec"] == {"podSelector": {"matchLabels": {"app": "web"}},
+                                                    "policyTypes": ["Ingress"]}
+    assert named["isolate-api"]["spec"] == {"podSelector": {"matchLabels": {"app": "api", "tier": "x"}},
+                                            "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_isolate_for_names_never_collide_with_a_services_policy() -> None:
+    objects = compile_text("namespace shop {\n  service web = app=web\n  service isolate-ingress-web = app=x\n"
+                           "  isolate ingress for web\n  isolate-ingress-web accepts web on 80\n}\n")
+    names = sorted(o["metadata"]["name"] for o in objects)  # type: ignore[index]
+    assert len(names) == len(set(names)) and "isolate-ingress-web" in names
+    [digested] = [n for n in names if n.startswith("isolate-ingress-web-")]
+    assert compile_text("namespace shop {\n  service web = app=web\n  service isolate-ingress-web = app=x\n"
+                        "  isolate ingress for web\n  isolate-ingress-web accepts web on 80\n}\n") == objects
+    assert len(digested) == len("isolate-ingress-web-") + 6
+
+
+def test_isolate_for_in_a_cluster_block_is_refused_at_its_line(netdsl) -> None:
+    result = netdsl("compile", "--target", "vanilla", "-",
+                    input="cluster {\n  service web = app=web\n  isolate ingress for web\n}\n")
+    assert result.exit_code == 1 and "<stdin>:3:3" in result.stderr and "[unsupported]" in result.stderr

@@ -9,6 +9,8 @@ over them covers the whole language, not a friendly corner of it:
   with one or several excepts, IPv6, `cidrs` sets, `anywhere`), namespaces the program never declares;
 - numeric ports, ranges (probe their boundaries with `boundary_probes`), protocols alone, named ports
   (`on http`, `on metrics/udp`) that pods number differently (`NAMED_PORTS`);
+- `isolate`, `isolate ingress|egress`, and the same `for` services, a group or `all pods`, in namespaces
+  and cluster blocks (with the namespace's own `isolate` too: redundant ones);
 - `expect` statements that hold by the "flows work end to end" rule (allow-only programs);
 - programs split across several files (`split_files`): a namespace declared in one file is continued
   in another, `cidrs` sets are used in a file that does not declare them.
@@ -189,9 +191,15 @@ def programs(draw: st.DrawFn, expects: bool = True) -> str:
             lines.append(f"  service {name} = {draw(selectors())}")
         if len(names) > 1 and draw(st.booleans()):
             lines.append(f"  group g = {', '.join(names)}")
-        iso = draw(st.sampled_from(["", "isolate", "isolate ingress", "isolate egress"]))
-        if iso:
-            lines.append("  " + iso)
+        # isolation of the namespace, of some services (`isolate [DIR] for S`, S a group too), or both
+        subjects = [*names, "all pods"] + (["g"] if lines[-1].startswith("  group g") else [])
+        for _ in range(draw(st.integers(0, 2))):
+            iso = draw(st.sampled_from(["", "isolate", "isolate ingress", "isolate egress"]))
+            if iso and draw(st.booleans()):
+                chosen = draw(st.lists(st.sampled_from(subjects), min_size=1, max_size=2, unique=True))
+                iso += " for " + ("all pods" if "all pods" in chosen else ", ".join(chosen))
+            if iso:
+                lines.append("  " + iso)
         dns = draw(st.sampled_from(["", "allow dns", f"allow dns for {names[0]}"]))
         if dns:
             lines.append("  " + dns)
@@ -271,6 +279,7 @@ def services_of(text: str) -> dict[str, list[str]]:
 
 def _cluster_block(draw: st.DrawFn, allow_only: bool) -> str:
     bodies = ["isolate", "isolate ingress", "isolate egress; allow dns", "allow dns",
+              f"service cw = {draw(selectors())}; isolate {draw(st.sampled_from(['', 'ingress ', 'egress ']))}for cw",
               f"all pods accepts {draw(cluster_peers())}",
               f"all pods connects to {draw(cluster_peers())} on 80"]
     if not allow_only:

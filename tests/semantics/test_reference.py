@@ -270,6 +270,25 @@ def test_restriction_by_isolation_and_by_explicit_statements() -> None:
     assert ok(r, WEB, DB) and not ok(r, WEB, INTERNET) and ok(r, API, INTERNET)
 
 
+def test_isolate_for_restricts_only_its_subjects_pods() -> None:
+    r = reference("namespace a {\n  service web = app=web\n  isolate ingress for web\n}\n", CLUSTER)
+    assert not ok(r, DB, WEB) and ok(r, DB, API) and ok(r, WEB, DB)  # web's ingress only
+    r = reference("namespace a {\n  service web = app=web\n  service api = app=api\n  group g = web, api\n"
+                  "  isolate egress for g\n  allow dns for web\n}\n", CLUSTER)
+    assert not ok(r, WEB, DB) and not ok(r, API, DB) and ok(r, BARE, DB) and ok(r, WEB, DNS, 53, UDP)
+    assert ok(r, DB, WEB)
+    r = reference("namespace a {\n  isolate for all pods\n}\n", CLUSTER)  # = isolate
+    assert not ok(r, BARE, DB) and not ok(r, DB, BARE)
+    r = reference("cluster {\n  service web = app=web\n  isolate ingress for web\n}\n", CLUSTER)
+    assert not ok(r, API, OTHER) and not ok(r, API, WEB) and ok(r, WEB, API)
+
+
+def test_isolate_for_gets_the_other_half_of_flows_toward_its_pods() -> None:
+    r = reference("namespace a {\n  service web = app=web\n  isolate ingress for web\n"
+                  "  all pods connects to all pods on 80\n}\n", CLUSTER)
+    assert ok(r, API, WEB, 80) and not ok(r, API, WEB, 81) and not ok(r, DB, WEB, 80)
+
+
 def test_cluster_blocks_cover_their_namespaces() -> None:
     r = reference("cluster namespaces[env=prod] {\n  isolate ingress\n}\n", CLUSTER)
     assert not ok(r, DB, WEB) and ok(r, WEB, DB)
@@ -285,6 +304,8 @@ def test_cluster_blocks_cover_their_namespaces() -> None:
     "cluster {\n  all pods accepts pods[app=web]\n}\n",
     "namespace a {\n  all pods passes from anywhere\n}\n",
     "tier t order 10 {\n  namespace a {\n    isolate\n  }\n}\n",
+    "tier t order 10 {\n  namespace a {\n    service web = app=web\n    isolate for web\n  }\n}\n",
+    "namespace a {\n  isolate ingress for nothing\n}\n",
     "namespace a {\n  all pods accepts fqdn example.com\n}\n",
     "namespace a {\n  all pods accepts nothing\n}\n",
 ])

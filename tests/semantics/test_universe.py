@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from netdsl import ir
 from netdsl.ir import Protocol
 from netdsl.semantics.matrix import matrix
-from netdsl.semantics.model import External, Pod, Topology
+from netdsl.semantics.model import Connection, External, Pod, Topology
 from netdsl.semantics.program import ProgramSemantics
 from netdsl.semantics.universe import Space, build, example, refine
 from netdsl.semantics.vanilla import VanillaSemantics
 from netdsl.semantics.verify import coexist, prove
+from netdsl.source import Span
 from tests.semantics.strategies import programs
 from tests.semantics.test_equivalence import compile_paths_text
 
@@ -103,6 +104,9 @@ def _selector_values(objects: list[Mapping[str, Any]], program: ir.Program
 
     for svc in program.services:
         add_ir(pods, svc.selector)
+    for iso in program.isolations:
+        if iso.subject is not None:
+            add_ir(pods, iso.subject.selector)
     for r in program.rules:
         add_ir(pods, r.subject.selector)
         for p in r.peers:
@@ -330,3 +334,17 @@ def test_the_fast_matrix_is_decide_on_class_topologies(target: str) -> None:
     assert any(len(p) > 2 for p in probes)  # named-port probes are among them
     for evaluator in (ProgramSemantics(result.program, topology), EVALUATOR_BY_TARGET[target](objects, topology)):
         assert matrix(evaluator, topology, probes) == by_decide(evaluator, topology, probes)
+
+
+def test_an_isolations_subject_splits_the_pods_of_its_namespace() -> None:
+    """`isolate for S` restricts S's pods only: the class topology must hold a pod of the namespace that
+    S selects and one it does not, even when no service or rule mentions S's labels (an imported IR)."""
+    web = ir.Workload("shop", "web", ir.Selector.of([ir.Requirement("app", ir.Operator.IN, ("web",))]))
+    isolation = ir.Isolation("shop", ir.Direction.INGRESS, Span("t.seg", 1, 1, 1, 2), subject=web)
+    program = ir.Program((ir.Namespace("shop", ()),), (), (isolation,), ())
+    topology = build(program).topology
+    pods = [p for p in topology.pods if p.namespace == "shop"]
+    semantics = ProgramSemantics(program, topology)
+    reached = {p.labels.get("app"): semantics.decide(Connection(p, p, Protocol.TCP, 80)).allowed for p in pods}
+    assert reached.pop("web") is False
+    assert reached and all(reached.values())  # pods web does not select exist, and are not isolated
