@@ -20,7 +20,6 @@ some pods in a direction that no rule of theirs restricts already.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,6 @@ API_VERSION = "networking.k8s.io/v1"
 
 _OPERATORS = {op.value: op for op in ir.Operator}
 _PORT_NAME = re.compile(r"^(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
-SUBJECT_ISOLATION = "subject" in {f.name for f in dataclasses.fields(ir.Isolation)}
 
 
 class GappedError(Exception):
@@ -238,22 +236,14 @@ def _isolations(out: Translation, pending: list[tuple[SourceObject, ir.Workload,
     """Directions a policy isolates without rules: `isolate` for every pod of the namespace; for some
     pods, nothing when a rule of theirs restricts them already, else `isolate DIRECTION for SUBJECT`."""
     restricted = {(r.subject.namespace, r.subject.selector, r.direction) for r in out.rules}
-    for obj, subject, direction in pending:
+    for _obj, subject, direction in pending:
         if subject.selector.is_everything:
             iso = ir.Isolation(subject.namespace, direction, IMPORTED)
             if iso not in out.isolations:
                 out.isolations.append(iso)
         elif (subject.namespace, subject.selector, direction) in restricted:
             continue
-        elif SUBJECT_ISOLATION:
+        else:
             iso = ir.Isolation(subject.namespace, direction, IMPORTED, None, subject)
             if iso not in out.isolations:
                 out.isolations.append(iso)
-        else:
-            out.gaps.append(Gap(obj, "spec.policyTypes",
-                                f"isolates the {direction.value.lower()} of some pods with no rule: "
-                                f"`isolate {direction.value.lower()} for SERVICE` is not in the language yet"))
-            # not understood either: the policy without this direction
-            for body in out.understood:
-                if body["metadata"] == obj.body["metadata"] and direction.value in body["spec"]["policyTypes"]:
-                    body["spec"]["policyTypes"] = [t for t in body["spec"]["policyTypes"] if t != direction.value]
