@@ -246,8 +246,9 @@ def build_plan(result: Result, target: str, options: Options | None = None, pref
         origin = f"expect {e.span.path}:{e.span.line}" if e.span else "expect"
         sources, destinations = probe_pods(e.source, e.source_pods), probe_pods(e.destination, e.destination_pods)
         if not sources or not destinations:
-            plan.skipped.append(f"`{e.text}`: no probe pod stands for {'its source' if not sources else 'its destination'} "
-                                "(an address, or a class of no namespace the plan creates)")
+            end = "its source" if not sources else "its destination"
+            plan.skipped.append(f"`{e.text}`: no probe pod stands for {end} (an address, or a class of no "
+                                "namespace the plan creates)")
             continue
         if e.port is not None and (e.port.name is not None or e.port.protocol is Protocol.SCTP):
             plan.skipped.append(f"`{e.text}`: a named or SCTP port (probe pods bind no named ports; nc has no SCTP)")
@@ -296,8 +297,8 @@ def build_plan(result: Result, target: str, options: Options | None = None, pref
 
     for src, dst, origin in later:
         served = {(c.protocol, c.port) for _, c in checks.values() if c.destination == dst}
-        for p in sorted(served, key=lambda p: (p[0] is not Protocol.TCP, p[1])) or probes[:1]:
-            add(0, src, dst, *p, origin)
+        for protocol, port in sorted(served, key=lambda p: (p[0] is not Protocol.TCP, p[1])) or probes[:1]:
+            add(0, src, dst, protocol, port, origin)
 
     for pod in pods:
         if _egress_restricted(program, pod, namespaces.get(pod.namespace, {})):
@@ -504,10 +505,8 @@ def render_sh(plan: Plan, sources: Iterable[str] = ()) -> str:
     for c in plan.checks:
         expected = "allowed" if c.expected else "denied"
         src = f"{_q(c.source.namespace)} {_q(c.source.name)}"
-        if c.destination is None:
-            probe = f"dns {src}"
-        else:
-            probe = f"{c.kind} {src} \"$IP_{index[c.destination]}\" {c.port}"
+        address = "" if c.destination is None else f" \"$IP_{index[c.destination]}\" {c.port}"
+        probe = f"{c.kind} {src}{address}"
         out.append(f"check {expected} \"$({probe})\" {_q(f'{c.text()}  [{c.origin}]')}")
     out += [
         "",
