@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from netdsl import __version__
+from netdsl.alerts import AlertError, build_rule
+from netdsl.alerts import render as render_alerts
 from netdsl.analysis import Analysis, analyse, default_targets
 from netdsl.backends import Options, backend_names, name_prefix_problem
 from netdsl.backends.calico import DEFAULT_VERSION as DEFAULT_CALICO_VERSION
@@ -50,6 +53,11 @@ from netdsl.explain import (
 )
 from netdsl.fmt import format_paths, write_in_place
 from netdsl.output import check_directory, write_directory
+from netdsl.probes import DEFAULT_IMAGE as PROBE_IMAGE
+from netdsl.probes import DEFAULT_PREFIX as PROBE_PREFIX
+from netdsl.probes import MismatchError, PlanError, build_plan
+from netdsl.probes import render_json as render_probes_json
+from netdsl.probes import render_sh as render_probes_sh
 from netdsl.semantics.engine import (
     EndpointError,
     parse_probe,
@@ -486,6 +494,83 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     if matrix_report.mismatches:
         _write(sys.stderr, f"netdsl: error: MISMATCH between the program and a target: {BUG}\n")
         sys.exit(EXIT_MISMATCH)
+
+
+def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", value):
+        raise click.BadParameter(f"{value!r} is not a Prometheus duration (5m, 30s, 1h30m)")
+    return value
+
+
+@main.command("probes")
+@paths_argument
+@click.option("--target", "-t", type=click.Choice(backend_names()), default="vanilla", show_default=True,
+              help="The CNI the cluster runs: expected results are what its emitted policies mean.")
+@click.option("--format", "out_format", type=click.Choice(["sh", "json"]), default="sh", show_default=True,
+              help="sh: a POSIX shell script that runs the plan with kubectl; json: the plan as data.")
+@click.option("--image", default=PROBE_IMAGE, show_default=True,
+              help="The probe pods' image: it needs sh, nc, socat and nslookup.")
+@click.option("--pod-prefix", default=PROBE_PREFIX, show_default=True, metavar="PREFIX",
+              help="Put PREFIX before every probe pod's name.")
+@click.option("--calico-version", default=DEFAULT_CALICO_VERSION, show_default=True, metavar="X.Y",
+              callback=_check_version, help="With --target calico: the Calico release the policies are for.")
+def probes_command(paths: tuple[str, ...], target: str, out_format: str, image: str, pod_prefix: str,
+                   calico_version: str) -> None:
+    """A connectivity test plan for a real cluster: probe pods standing in for each service, every allowed
+    flow and a denied neighbour of each, the `expect` lines and DNS, with the results the target's
+    emitted policies must give (proven, like compile's own check)."""
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30})?", pod_prefix):
+        raise click.BadParameter("at most 31 lowercase letters, digits and -, starting with a letter or digit",
+                                 param_hint="--pod-prefix")
+    options = Options({"calico_version": calico_version})
+    result = compile_paths(paths, target, options, stdin=_stdin_if_needed(paths))
+    _report(result, "text")
+    if not result.ok:
+        sys.exit(EXIT_INPUT)
+    try:
+        plan = build_plan(result, target, options, pod_prefix, image)
+    except TooLargeError as exc:
+        _fail(f"cannot plan: the program has {exc}, the limit\nhint: {TooLargeError.HINT}")
+    except MismatchError as exc:
+        _write(sys.stderr, f"netdsl: error: MISMATCH between the program and {target}: {BUG}\n{exc}\n")
+        sys.exit(EXIT_MISMATCH)
+    except PlanError as exc:
+        _fail(str(exc))
+    if out_format == "json":
+        _write(sys.stdout, render_probes_json(plan), "json")
+    else:
+        _write(sys.stdout, render_probes_sh(plan, paths))
+
+
+@main.command("alerts")
+@paths_argument
+@click.option("--target", "-t", type=click.Choice(backend_names()), required=True,
+              help="The CNI whose drop metric to watch (cilium: Hubble; calico: Calico Enterprise/Cloud).")
+@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="Fire above this many dropped packets per second in a namespace.")
+@click.option("--for", "hold", default="5m", show_default=True, callback=_check_duration,
+              help="How long the rate must stay above the threshold (a Prometheus duration).")
+@click.option("--window", default="5m", show_default=True, callback=_check_duration,
+              help="The rate() window (a Prometheus duration).")
+@click.option("--severity", default="warning", show_default=True, help="The alerts' severity label.")
+@click.option("--name", "rule_name", default="netdsl-policy-drops", show_default=True,
+              help="The PrometheusRule's name.")
+@click.option("--rule-namespace", default="monitoring", show_default=True,
+              help="The namespace the PrometheusRule lives in (where Prometheus Operator looks for rules).")
+def alerts_command(paths: tuple[str, ...], target: str, threshold: float, hold: str, window: str, severity: str,
+                   rule_name: str, rule_namespace: str) -> None:
+    """A PrometheusRule (monitoring.coreos.com/v1) with one alert per namespace the program isolates, on the
+    metric the target's CNI exports for packets dropped by policy."""
+    result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
+    if result.program is None:
+        _report(result, "text")
+        sys.exit(EXIT_INPUT)
+    try:
+        rule = build_rule(result.program, target, paths, threshold, hold, window, severity, rule_name,
+                          rule_namespace)
+    except AlertError as exc:
+        _fail(str(exc))
+    _write(sys.stdout, render_alerts(rule, target), "data")
 
 
 @main.command("diff")
