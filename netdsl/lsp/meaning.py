@@ -74,6 +74,7 @@ class LineEffect:
     denied: dict[tuple[str, str], list[str]]
     cut: bool  # MAX_DECIDES reached: there may be more
     rules: int  # how many IR rules the line made
+    isolations: list[str]  # what the line's `isolate` makes default deny
 
 
 class Engine:
@@ -88,7 +89,11 @@ class Engine:
 
     def effect(self, path: str, line: int) -> LineEffect:
         rules = [r for r in self.program.rules if r.span.path == path and r.span.line == line]
-        effect = LineEffect({}, {}, False, len(rules))
+        isolations = [f"{i.direction.value.lower()} of "
+                      + (f"`{i.subject.name}` in " if i.subject is not None else "every pod of ")
+                      + (f"namespace `{i.namespace}`" if i.cluster is None else "the cluster block's namespaces")
+                      for i in self.program.isolations if i.span.path == path and i.span.line == line]
+        effect = LineEffect({}, {}, False, len(rules), isolations)
         prefix = f"{path}:{line}:"
         decided = 0
         seen: set[Connection] = set()
@@ -122,9 +127,11 @@ def _connection(src: Endpoint, dst: Endpoint, probe: Probe) -> Connection:
 
 def describe_effect(effect: LineEffect) -> str:
     """Markdown lists of what the line allows and denies."""
-    if not effect.rules:
-        return ""
     parts: list[str] = []
+    if effect.isolations:
+        parts.append("**Isolates** (default deny: only what a statement allows): " + "; ".join(effect.isolations))
+    if not effect.rules:
+        return "\n\n".join(parts)
     for title, bucket in (("Allows", effect.allowed), ("Denies", effect.denied)):
         if not bucket:
             continue
