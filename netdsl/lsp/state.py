@@ -127,23 +127,31 @@ class Programs:
 
 def analyse(files: list[SourceFile], problems: list[Diagnostic] | None = None,
             good: dict[str, tuple[str, parse.Module]] | None = None) -> Snapshot:
+    """`netdsl check` of the files; a file whose text is unchanged since its last good parse is not
+    parsed again (parsing is most of a large program's check)."""
     good = {} if good is None else good
-    result = check_files(files, problems or [])
-    diagnostics = list(result.diagnostics)
-    if result.program is not None and result.ok:
-        diagnostics.extend(semantic_lints(result.program))  # (it skips what is too large to evaluate)
     modules: dict[str, parse.Module] = {}
-    for f in files:
+
+    def parse_file(f: SourceFile) -> tuple[parse.Module | None, list[Diagnostic]]:
         old = good.get(f.path)
         if old is not None and old[0] == f.text:
             modules[f.path] = old[1]
-            continue
-        module, _ = parse.parse(f) if "\x00" not in f.text else (None, [])
+            return old[1], []
+        module, errors = parse.parse(f)
         if module is not None:
             good[f.path] = (f.text, module)
             modules[f.path] = module
         elif old is not None:
-            modules[f.path] = old[1]
+            modules[f.path] = old[1]  # names and outline from the last good tree while it does not parse
+        return module, errors
+
+    result = check_files(files, problems or [], parse_file)
+    diagnostics = list(result.diagnostics)
+    if result.program is not None and result.ok:
+        diagnostics.extend(semantic_lints(result.program))  # (it skips what is too large to evaluate)
+    for f in files:  # a file check_files did not parse (a NUL byte): its last good tree
+        if f.path not in modules and f.path in good:
+            modules[f.path] = good[f.path][1]
     index = build_index([modules[p] for p in sorted(modules)])
     return Snapshot({f.path: f for f in files}, modules, result, index, diagnostics)
 
