@@ -682,6 +682,14 @@ def krm_main() -> None:
     main(["krm"], prog_name="netdsl-krm")
 
 
+@main.command("lsp")
+def lsp_command() -> None:
+    """Run the language server on stdin/stdout (for editors; needs `pip install 'netdsl[lsp]'`)."""
+    from netdsl.lsp import main as lsp_main  # only this command needs it (and pygls)
+
+    sys.exit(lsp_main())
+
+
 # ------------------------------------------------------------------------------------------ infer
 
 

@@ -9,7 +9,7 @@ name that escapes what a terminal would interpret, so no two files share a shown
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from netdsl import ir
 from netdsl.backends import Manifest, Options, apply_name_prefix, backend_names, get_backend, render_and_check
 from netdsl.diagnostics import Diagnostic, error, escape_name
 from netdsl.lower import lower
-from netdsl.parse import parse
+from netdsl.parse import Module, parse
 from netdsl.semantics.expect import check_expectations
 from netdsl.semantics.lints import semantic_lints
 from netdsl.semantics.universe import TooLargeError, too_large
@@ -199,8 +199,10 @@ def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
     return check_files(files, diags)
 
 
-def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = ()) -> Result:
-    """`check` for sources already read (diags: what reading them reported)."""
+def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = (),
+                parse_file: Callable[[SourceFile], tuple[Module | None, list[Diagnostic]]] = parse) -> Result:
+    """`check` for sources already read (diags: what reading them reported). parse_file: `parse`, or one
+    that remembers unchanged files' trees (the language server reparses only the file that changed)."""
     result = Result()
     result.diagnostics.extend(diags)
     result.sources = {f.path: f for f in files}
@@ -215,7 +217,7 @@ def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = ()) -
                 Span(f.path, line, col, line, col + 1),
             ))
             continue
-        module, errors = parse(f)
+        module, errors = parse_file(f)
         result.diagnostics.extend(errors)
         if module is not None:
             modules.append(module)
