@@ -136,7 +136,8 @@ ScopeKey = Union[str, ClusterScope]  # a namespace name, or a cluster block
 
 
 def cluster_scope(match: ir.NamespaceMatch) -> ScopeKey:
-    """The block whose lowering (netdsl/lower/names.py declare_cluster) gives exactly `match`."""
+    """The block whose lowering (netdsl/lower/names.py declare_cluster) means exactly `match` (a required
+    name label is dropped: every namespace has one)."""
     if isinstance(match, ir.NamespaceByName):
         return match.name
     if isinstance(match, ir.AllNamespaces):
