@@ -65,6 +65,8 @@ CODES: Mapping[str, str] = {
     "import-target": "`netdsl import`: objects of another target than --target, or of several targets.",
     "import-gap": "`netdsl import`: a part of an object .seg cannot say exactly.",
     "import-proof": "`netdsl import`: no .seg program was proven to mean exactly what the objects mean.",
+    "import-pitfall": "`netdsl import`: a part imported exactly that is a known pitfall (kept as it is).",
+    "import-decompile": "`netdsl import`: the translation holds something the decompiler cannot write (a bug).",
     # output
     "output": "The output directory could not be written.",
     "foreign-policy": "`check --topology`: a policy netdsl did not write applies where the program writes policies.",

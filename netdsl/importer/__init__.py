@@ -4,32 +4,45 @@ Rule. Read the inputs (read.py); send each object to the translator of its API g
 (networking.k8s.io: vanilla, projectcalico.org: calico, cilium.io: cilium - dispatch by kind through
 each translator's KINDS; a translator not built yet makes its kinds "not supported yet"); objects of
 no policy group (Deployments in a kustomize build) are skipped with a warning. Every Gap is an error
-(a warning with `partial`, and its part is left out). Then the proof is the oracle: the idiomatic
-text (decompile.py), parsed and lowered as `netdsl check` does, must be proven equivalent to the
-translator's `understood` objects for every cluster (netdsl.semantics.verify.prove); if it is not,
-the literal form (both halves of every flow written, no `allow dns`) is tried; if neither proves, the
-import is an error with the counterexample, and nothing is output. The warnings `netdsl check` gives
-for the imported program are reported, so the user sees the pitfalls the manifests had.
+(a warning with `partial`, and its part is left out); every Translation.warnings entry (a pitfall
+imported as it is, such as the seed's split Cilium FQDN rule) an `import-pitfall` warning. Then the
+proof is the oracle (netdsl.semantics.verify.prove: the printed text, parsed and lowered as `netdsl
+check` does, against the translator's `understood` objects, for every cluster), over these forms in turn:
+1. idiomatic (decompile.py): flows merged, an egress rule lowering derives as the other half of an
+   ingress statement left out, `allow dns`, `isolate`, groups;
+2. one-sided, at most MAX_ROUNDS - 1 times: the statements the counterexamples' verdicts name
+   (`file:line: text`, in the program's reasons: usually a derived other half the input does not have)
+   become one-sided rules, and the halves they stood for are written out as one-sided rules;
+3. literal: every input rule its own one-sided rule - exactly the input, which must prove; if it does
+   not, that is a translator or evaluator bug, reported as an error with the counterexample.
+Nothing is output unless a form proves; ImportResult.form says which did. The proof is L4 only: the
+HTTP rules are checked structurally - for every (subject, direction, tier, peer, port) the set of
+ir.HttpRule of the lowered program equals the translation's - and a difference fails the form. The
+warnings `netdsl check` gives for the imported program are reported, so the user sees the pitfalls the
+manifests had.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
 from netdsl import ir
+from netdsl import parse as syntax
 from netdsl.compiler import check_files
 from netdsl.diagnostics import Diagnostic, error, warning
-from netdsl.importer.decompile import decompile
+from netdsl.importer.decompile import Decompiled, DecompileError, Form, decompile, leaves, statements_of
 from netdsl.importer.model import SourceObject, Translation
 from netdsl.importer.read import read, skipped
 from netdsl.parse import parse
+from netdsl.printer import print_statements
 from netdsl.semantics.lints import semantic_lints
 from netdsl.semantics.universe import TooLargeError
-from netdsl.semantics.verify import prove
+from netdsl.semantics.verify import Proof, prove
 from netdsl.source import SourceFile
 
 TARGET_BY_GROUP = {
@@ -50,7 +63,13 @@ class ImportResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     translation: Translation | None = None
     program: ir.Program | None = None
-    literal: bool = False  # the idiomatic form did not prove; the literal one did
+    # which form proved: "idiomatic"; "one-sided" (some statements written as one-sided rules where the
+    # proof showed a derived other half the input does not have); "literal" (every rule on its own)
+    form: Form | None = None
+
+    @property
+    def literal(self) -> bool:
+        return self.form == "literal"
 
     @property
     def ok(self) -> bool:
@@ -69,18 +88,6 @@ def translator(target: str) -> ModuleType | None:
         if exc.name == f"netdsl.importer.{target}":
             return None
         raise
-
-
-def canonical(text: str, name: str) -> str:
-    """The text in the printer's canonical layout, once netdsl/printer.py exists (branch fmt)."""
-    try:
-        printer = importlib.import_module("netdsl.printer")
-    except ModuleNotFoundError:
-        return text
-    module, errors = parse(SourceFile(name, text))
-    if module is None or errors:
-        return text  # the check below reports it
-    return str(printer.print_module(module))
 
 
 def _dispatch(objects: Sequence[SourceObject], target: str | None,
@@ -152,38 +159,138 @@ def import_manifests(
             None if partial else "--partial imports the rest and lists what it leaves out"))
     if not out.ok:
         return out
+    for gap in t.warnings:
+        out.diagnostics.append(warning(
+            "import-pitfall", f"{gap.source.title} {gap.path or '(the object)'}: {gap.reason}; imported as it is",
+            gap.span, "the .seg says exactly what the manifests say, this pitfall included: fix it there"))
+    _prove(out, t, tgt, objects, directory)
+    return out
+
+
+MAX_ROUNDS = 4  # one-sided refinements before the literal form
+
+
+def _files(d: Decompiled, directory: str | None) -> dict[str, str]:
+    if directory is not None:
+        return {os.path.join(directory, f"{ns}.seg" if ns else CLUSTER_FILE): print_statements(stmts)
+                for ns, stmts in d.files.items()}
+    return {STREAM: print_statements(statements_of(d))}
+
+
+def _lines(d: Decompiled, directory: str | None, sources: list[SourceFile]) -> dict[tuple[str, int], tuple[int, ...]]:
+    """(file, line) of each printed flow or `allow dns` statement -> the Translation rules it says: the
+    printed text parsed again, its statements matched to the tree's in order."""
+    built: dict[str, list[syntax.NamespaceStmt]] = {}
+    for ns, stmts in d.files.items():
+        name = STREAM if directory is None else os.path.join(directory, f"{ns}.seg" if ns else CLUSTER_FILE)
+        built.setdefault(name, []).extend(leaves(stmts))
+    if directory is None:
+        built[STREAM] = list(leaves(statements_of(d)))
+    out: dict[tuple[str, int], tuple[int, ...]] = {}
+    for source in sources:
+        module, _ = parse(source)
+        if module is None:
+            continue
+        for mine, printed in zip(built.get(source.path, []), leaves(module.statements), strict=False):
+            if id(mine) in d.origins:
+                out[(source.path, printed.span.line)] = d.origins[id(mine)]
+    return out
+
+
+def _culprits(proof: Proof, lines: dict[tuple[str, int], tuple[int, ...]]) -> set[int]:
+    """The rules of the statements the program's verdicts name (`file:line: text`)."""
+    out: set[int] = set()
+    paths = {path for path, _ in lines}
+    for c in proof.counterexamples:
+        for reason in c.program.reasons:
+            for path in paths:
+                for m in re.finditer(re.escape(path) + r":(\d+):", reason):
+                    out.update(lines.get((path, int(m.group(1))), ()))
+    return out
+
+
+HttpKey = tuple[tuple[str, "ir.NamespaceMatch | None", ir.Selector], ir.Direction, "str | None", ir.Peer,
+                ir.PortMatch]
+
+
+def http_rules(rules: Sequence[ir.Rule]) -> dict[HttpKey, frozenset[ir.HttpRule]]:
+    """The L7 rules by (subject, direction, tier, peer, port): what the L4 proof cannot see."""
+    out: dict[HttpKey, set[ir.HttpRule]] = {}
+    for r in rules:
+        if not r.http:
+            continue
+        subject = (r.subject.namespace, r.subject.cluster, r.subject.selector)
+        for peer in r.peers:
+            for port in r.ports:
+                out.setdefault((subject, r.direction, r.tier, peer, port), set()).update(r.http)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _http_difference(program: ir.Program, t: Translation) -> str | None:
+    mine, theirs = http_rules(program.rules), http_rules(t.rules)
+    differ = sorted((k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)), key=str)
+    if not differ:
+        return None
+    (namespace, cluster, selector), direction, _tier, peer, port = differ[0]
+    where = f"namespace {namespace}" if cluster is None else f"cluster {cluster}"
+    return (f"the HTTP rules of {selector} in {where}, {direction.value.lower()} {peer} on {port}, differ: the "
+            f"program has {sorted(map(str, mine.get(differ[0], ())))}, the manifests "
+            f"{sorted(map(str, theirs.get(differ[0], ())))}")
+
+
+def _prove(out: ImportResult, t: Translation, tgt: str, objects: Sequence[SourceObject],
+           directory: str | None) -> None:
+    """The forms in turn (see the module's rule); the first that proves is the output."""
     failures: list[str] = []
-    for literal in (False, True):
-        texts = decompile(t, literal)
-        if directory is not None:
-            files = {os.path.join(directory, f"{ns}.seg" if ns else CLUSTER_FILE): text for ns, text in texts.items()}
-        else:
-            files = {STREAM: "\n".join(texts[ns] for ns in sorted(texts))}
-        files = {name: canonical(text, name) for name, text in files.items()}
+    one_sided: set[int] = set()
+    attempts: list[tuple[Form, frozenset[int]]] = [("idiomatic", frozenset())]
+    while attempts:
+        form, sided = attempts.pop(0)
+        try:
+            d = decompile(t, sided, literal=form == "literal")
+        except DecompileError as exc:
+            out.diagnostics.append(error("import-decompile", f"cannot write this in .seg: {exc}", None,
+                                         "this is a bug in the translator (it should be an import-gap): "
+                                         "please report it with the manifests"))
+            return
+        files = _files(d, directory)
         sources = [SourceFile(name, text) for name, text in sorted(files.items())]
         checked = check_files(sources)
+        proof: Proof | None = None
         if checked.program is None:
-            failures.append("; ".join(d.message for d in checked.diagnostics if d.is_error))
-            continue
-        try:
-            proof = prove(checked.program, tgt, t.understood)
-        except TooLargeError as exc:
-            out.diagnostics.append(error("limit", f"cannot prove the import: {exc}"))
-            return out
-        if not proof.holds:
-            failures.append(proof.counterexamples[0].describe(proof.universe.topology, tgt))
-            continue
-        out.files, out.program, out.literal = files, checked.program, literal
-        out.sources.update({s.path: s for s in sources})
-        out.diagnostics.extend(d for d in checked.diagnostics if not d.is_error)
-        out.diagnostics.extend(semantic_lints(checked.program))
-        return out
+            failures.append("the printed .seg does not check: "
+                            + "; ".join(x.message for x in checked.diagnostics if x.is_error))
+        else:
+            try:
+                proof = prove(checked.program, tgt, t.understood)
+            except TooLargeError as exc:
+                out.diagnostics.append(error("limit", f"cannot prove the import: {exc}"))
+                return
+            if proof.holds and (http := _http_difference(checked.program, t)) is not None:
+                failures.append(http)
+            elif proof.holds:
+                out.files, out.program, out.form = files, checked.program, form
+                out.sources.update({s.path: s for s in sources})
+                out.diagnostics.extend(x for x in checked.diagnostics if not x.is_error)
+                out.diagnostics.extend(semantic_lints(checked.program))
+                return
+            else:
+                failures.append(proof.counterexamples[0].describe(proof.universe.topology, tgt))
+        if form == "literal":
+            break
+        new = _culprits(proof, _lines(d, directory, sources)) - one_sided if proof is not None else set()
+        rounds = len(failures)
+        if new and rounds < MAX_ROUNDS:
+            one_sided |= new
+            attempts.append(("one-sided", frozenset(one_sided)))
+        else:
+            attempts.append(("literal", frozenset()))
     names = ", ".join(sorted({o.title for o in objects})[:5]) + (", ..." if len(objects) > 5 else "")
     out.diagnostics.append(error(
-        "import-proof", f"no .seg program found that means exactly what {names} mean: e.g. {failures[-1]}",
-        None, "usually a flow whose two halves differ (netdsl always makes a flow work end to end): "
-        "give the other half the same ports and peers, or import with --partial after removing it"))
-    return out
+        "import-proof", f"no .seg program found that means exactly what {names} mean, not even the literal "
+        f"form: {failures[-1]}", None,
+        "the literal form says each rule on its own, so this is a bug in a translator or an evaluator: "
+        "please report it with the manifests; meanwhile --partial after removing the object imports the rest"))
 
 
 def write_files(files: dict[str, str], force: bool = False) -> list[Diagnostic]:

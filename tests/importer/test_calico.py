@@ -81,10 +81,6 @@ def test_every_example_compiled_to_calico_imports_back_exactly(path: Path) -> No
     assert_exact(t)
 
 
-# what the decompiler (netdsl/importer/decompile.py) does not write yet: tiers, cluster blocks, deny
-DECOMPILER_LACKS = {"calico-tiers.seg", "8.1-global-default-deny.seg", "8.2-tiered-security-policy.seg"}
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_compiled_to_calico_imports_back_through_text(path: Path) -> None:
     """The whole way: translated, decompiled, printed, checked, lowered, proven (import_manifests)."""
@@ -93,8 +89,6 @@ def test_every_example_compiled_to_calico_imports_back_through_text(path: Path) 
     result = compile_paths([str(path)], "calico")
     if not result.ok:
         pytest.skip("the example uses what Calico cannot express")
-    if path.name in DECOMPILER_LACKS:
-        pytest.xfail("the decompiler does not write tiers, cluster blocks or deny statements yet")
     stream = "".join("---\n" + m.text for m in result.manifests).encode()
     out = import_manifests(["-"], stdin=stream, target="calico")
     assert out.ok, [d.message for d in out.diagnostics if d.is_error]

@@ -97,8 +97,6 @@ def test_every_example_compiled_to_cilium_imports_back_exactly(path: Path) -> No
 @pytest.mark.parametrize("path", _cilium_examples(), ids=lambda p: p.name)
 def test_every_example_compiled_to_cilium_imports_as_seg_proven_equal(path: Path, tmp_path: Path) -> None:
     """The whole way: translated, decompiled, printed, parsed, lowered, proven against the compiled objects."""
-    if "cluster" in path.read_text():
-        pytest.xfail("the decompiler does not write cluster blocks yet (clusterwide subjects)")
     result = compile_paths([str(path)], "cilium")
     source = tmp_path / "in.yaml"
     source.write_text("".join("---\n" + m.text for m in result.manifests))
@@ -109,7 +107,6 @@ def test_every_example_compiled_to_cilium_imports_as_seg_proven_equal(path: Path
     assert prove(imported.program, "cilium", objects).holds
 
 
-@pytest.mark.xfail(reason="decompile.py does not write HTTP rules yet; the L4 proof cannot see it", strict=False)
 def test_http_rules_survive_the_import(tmp_path: Path) -> None:
     source = tmp_path / "in.yaml"
     source.write_text(yaml.safe_dump(cnp(WEB + """
@@ -158,8 +155,6 @@ def test_seed_cilium_yaml_imports_with_its_pitfalls_reported() -> None:
 
 
 @pytest.mark.skipif(not SEED.exists(), reason="the seed article is not here")
-@pytest.mark.xfail(reason="`backend connects to anywhere on 443` in .seg also opens the other half at backend's "
-                          "restricted ingress; the seed's toPorts-only rule does not (import-proof)", strict=False)
 def test_seed_cilium_yaml_imports_as_seg_with_partial(tmp_path: Path) -> None:
     source = tmp_path / "seed.yaml"
     source.write_text("".join("---\n" + yaml.safe_dump(o) for o in _seed_objects()))
