@@ -376,6 +376,10 @@ def import_command(paths: tuple[str, ...], output: Path | None, namespace: str |
         sys.exit(EXIT_INPUT)
     if output is None:
         _write(sys.stdout, imported.text, "data")
+    objects = len(imported.translation.understood) if imported.translation else 0
+    how = {"idiomatic": "as flows", "one-sided": "as flows, and one-sided rules where the input holds half a flow",
+           "literal": "rule by rule (one-sided rules: no flow form proved)"}.get(imported.form or "", "")
+    _note(f"imported {objects} object{'s' * (objects != 1)} {how}; proven to mean the same for every cluster")
 
 
 # ------------------------------------------------------------------------------------------ explain, diff
