@@ -638,7 +638,7 @@ class _Box:
     h: float
 
 
-def layout(graph: Graph) -> tuple[dict[str, _Box], dict[str, _Box], float, float]:
+def layout(graph: Graph, top: float = 0.0) -> tuple[dict[str, _Box], dict[str, _Box], float, float]:
     """A layered layout: each namespace box (and the external endpoints) is a column block; columns by the
     longest path between boxes (cycles broken in drawing order), nodes in rows by the same rule inside
     a box. Returns node boxes, group boxes, width, height."""
@@ -656,7 +656,7 @@ def layout(graph: Graph) -> tuple[dict[str, _Box], dict[str, _Box], float, float
     x = PAD + 70.0  # room for the arcs between nodes of the first column
     height = 0.0
     for c in sorted(columns):
-        y = PAD + 24.0
+        y = PAD + 24.0 + top
         col_w = 0.0
         for g in columns[c]:
             # rows: along the edges inside the box, nodes without any edge last
@@ -664,12 +664,12 @@ def layout(graph: Graph) -> tuple[dict[str, _Box], dict[str, _Box], float, float
                              key=lambda n: (n.id not in linked, node_rank[n.id]))
             label_w = len(group_title(graph.groups[g]) if g in graph.groups else "") * CHAR_W + 40
             w = max([label_w, 120.0, *(len(node_title(n, graph.groups.get(n.group))) * CHAR_W + 24 for n in members)])
-            top = y
+            start = y
             y += 26 if g != EXTERNAL else 0
             for n in members:
                 nodes[n.id] = _Box(x + 12, y, w - 24 if g != EXTERNAL else w, NODE_H)
                 y += NODE_H + ROW_GAP
-            groups[g] = _Box(x, top, w, y - top - ROW_GAP + 12)
+            groups[g] = _Box(x, start, w, y - start - ROW_GAP + 12)
             y += 30
             col_w = max(col_w, w)
         height = max(height, y)
@@ -715,8 +715,22 @@ def _ranks(items: Sequence[str], pairs: Iterable[tuple[str, str]]) -> dict[str, 
     return rank
 
 
+LANE = 16  # the spacing of the lanes above the boxes, where edges that skip a column run
+
+
+def _long_edges(graph: Graph, gboxes: Mapping[str, _Box]) -> list[Edge]:
+    """The edges whose ends are more than one column apart."""
+    columns = sorted({b.x for b in gboxes.values()})
+    column = {n.id: columns.index(gboxes[n.group].x) for n in graph.nodes}
+    return [e for e in graph.edges if abs(column[e.src] - column[e.dst]) > 1]
+
+
 def _svg(graph: Graph) -> str:
     boxes, gboxes, width, height = layout(graph)
+    long = _long_edges(graph, gboxes)
+    if long:  # again, with room for one lane per edge that skips a column (so it crosses no box)
+        boxes, gboxes, width, height = layout(graph, LANE * len(long) + 10)
+    lanes = {id(e): PAD + 8 + LANE * k for k, e in enumerate(long)}
     esc = html.escape
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="graph" width="{width:.0f}" height="{height:.0f}" '
            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12" role="img" '
@@ -745,10 +759,20 @@ def _svg(graph: Graph) -> str:
             d = f"M{x0:.0f},{y0 - 8:.0f} C{x0 + 40:.0f},{y0 - 30:.0f} {x0 + 40:.0f},{y0 + 30:.0f} {x0:.0f},{y0 + 8:.0f}"
             lx, ly = x0 + 34, y0
         elif abs(a.x - b.x) < 1:  # same column: an arc on the left (edges to other columns leave right)
-            bulge = 40 + 18 * (abs(a.y - b.y) // (NODE_H + ROW_GAP))
+            bulge = 40 + 18 * (abs(a.y - b.y) // (NODE_H + ROW_GAP)) + (30 if a.y > b.y else 0)  # upwards: wider
             x0, y0, y1 = a.x, a.y + a.h / 2 + 6, b.y + b.h / 2 - 6
             d = f"M{x0:.0f},{y0:.0f} C{x0 - bulge:.0f},{y0:.0f} {x0 - bulge:.0f},{y1:.0f} {x0:.0f},{y1:.0f}"
             lx, ly = x0 - bulge * 0.75, (y0 + y1) / 2
+        elif id(e) in lanes:  # over the boxes in its own lane
+            forward = a.x < b.x
+            x0 = a.x + a.w if forward else a.x
+            x1 = b.x if forward else b.x + b.w
+            y0, y1, lane = a.y + a.h / 2, b.y + b.h / 2, lanes[id(e)]
+            step = 40 if forward else -40
+            d = (f"M{x0:.0f},{y0:.0f} C{x0 + step:.0f},{y0:.0f} {x0 + step:.0f},{lane:.0f} {x0 + 2 * step:.0f},"
+                 f"{lane:.0f} L{x1 - 2 * step:.0f},{lane:.0f} C{x1 - step:.0f},{lane:.0f} {x1 - step:.0f},{y1:.0f} "
+                 f"{x1:.0f},{y1:.0f}")
+            lx, ly = (x0 + x1) / 2, lane
         else:
             forward = a.x < b.x
             x0 = a.x + a.w if forward else a.x
