@@ -584,7 +584,10 @@ def alerts_command(paths: tuple[str, ...], target: str, threshold: float, hold: 
               show_default=True, help="markdown: a pull-request comment.")
 @_topology_option("Kubernetes manifests to evaluate over, instead of the pods both programs model.")
 @click.option("--exit-code", is_flag=True, help="Exit with status 1 when connectivity changes (like git diff).")
-def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None, exit_code: bool) -> None:
+@click.option("--graph", "with_graph", is_flag=True,
+              help="With --format markdown: add a Mermaid picture of the changes (added green, removed red).")
+def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None, exit_code: bool,
+                 with_graph: bool) -> None:
     """Which connections NEW allows that OLD does not, and the other way round.
 
     OLD and NEW are .seg files, directories, or git revisions of the repository here (`HEAD~1`, `main`,
@@ -603,10 +606,75 @@ def diff_command(old: str, new: str, out_format: str, topology_dir: Path | None,
         d = difference(before.program, after.program, old, new, topology)
     except TooLargeError as exc:
         _fail(f"cannot compare: the programs have {exc}, the limit\nhint: {TooLargeError.HINT}")
-    render = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}[out_format]
-    _write(sys.stdout, render(d), "json" if out_format == "json" else "text")
+    if with_graph and out_format != "markdown":
+        raise click.UsageError("--graph draws a Mermaid picture into the Markdown: give --format markdown")
+    if out_format == "markdown":
+        text = render_diff_markdown(d, graph=with_graph)
+    else:
+        text = {"text": render_diff_text, "json": render_diff_json}[out_format](d)
+    _write(sys.stdout, text, "json" if out_format == "json" else "text")
     if exit_code and d.changed:
         sys.exit(EXIT_INPUT)
+
+
+# ------------------------------------------------------------------------------------------ graph
+
+
+@main.command("graph")
+@paths_argument
+@click.option("--target", "-t", "target", type=click.Choice(backend_names()), default=None,
+              help="Show this target's view: its evaluator over the objects netdsl emits for it (default: the "
+                   "program's meaning).")
+@click.option("--format", "out_format", type=click.Choice(["mermaid", "dot", "html"]), default="mermaid",
+              show_default=True,
+              help="mermaid: a flowchart for Markdown and pull requests; dot: Graphviz; html: one self-contained "
+                   "page with the picture and the connectivity matrix, each cell explained.")
+@click.option("--namespace", "-n", "namespaces", multiple=True, metavar="NS",
+              help="Only these namespaces' nodes, their neighbours and the edges that touch them (repeatable).")
+@click.option("--service", "-s", "services", multiple=True, metavar="NAME",
+              help="Only this service (`name` or `ns/name`), its neighbours and its edges (repeatable).")
+@click.option("--collapse", multiple=True, metavar="NS",
+              help="Draw namespace NS as one node (repeatable). Namespaces with more than "
+                   "12 classes of pods collapse by themselves.")
+@click.option("--all-edges", is_flag=True,
+              help="Also draw the edges between endpoints outside the program's namespaces that carry every port.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Write the picture to FILE instead of standard output.")
+def graph_command(paths: tuple[str, ...], target: str | None, out_format: str, namespaces: tuple[str, ...],
+                  services: tuple[str, ...], collapse: tuple[str, ...], all_edges: bool, output: Path | None) -> None:
+    """Draw who may talk to whom in PATHS: services grouped by namespace, external peers, edges labelled
+    with ports (and HTTP requests), isolation and deny statements visible. It holds in every cluster
+    (the class topology, as `netdsl explain`)."""
+    from netdsl.graph import Options as GraphOptions  # imported on use: the other commands never need it
+    from netdsl.graph import build_graph, render_dot, render_html, render_mermaid
+    from netdsl.semantics.engine import Unavailable
+
+    result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
+    if result.program is None:
+        _report(result, "text")
+        sys.exit(EXIT_INPUT)
+    try:
+        analysis = analyse(result, [target] if target else [])
+    except TooLargeError as exc:
+        _fail(f"cannot draw: the program has {exc}, the limit\nhint: {TooLargeError.HINT}")
+    view = target or "program"
+    chosen = analysis.evaluators[view]
+    if isinstance(chosen, Unavailable):
+        _fail(f"target {target}: {chosen}")
+    title = " ".join(paths)
+    graph = build_graph(result.program, analysis.topology, analysis.probes, analysis.evaluators, view,
+                        GraphOptions(namespaces, services, collapse, all_edges), title)
+    render = {"mermaid": render_mermaid, "dot": render_dot, "html": render_html}[out_format]
+    text = render(graph)
+    if output is None:
+        _write(sys.stdout, text, "data")
+        return
+    try:
+        temporary = output.with_name(f".{output.name}.netdsl-{os.getpid()}")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, output)
+    except OSError as exc:
+        _fail(f"{output}: {exc.strerror or exc}")
 
 
 # ------------------------------------------------------------------------------------------ fmt

@@ -261,7 +261,8 @@ def _md(text: str) -> str:
     return f"{fence}{text}{fence}" if text else ""
 
 
-def render_markdown(d: Difference) -> str:
+def render_markdown(d: Difference, graph: bool = False) -> str:
+    """A pull-request comment; with `graph`, a Mermaid picture of the changes (added green, removed red)."""
     out = [f"### netdsl: connectivity changes from {_md(d.old)} to {_md(d.new)}", ""]
     out += [f"> note: {n}" for n in d.notes]
     if d.notes:
@@ -288,6 +289,16 @@ def render_markdown(d: Difference) -> str:
             out.append(f"| {word} | {_md(src)} | {_md(dst)} | {_ports(d, c)} | {why} |")
     if total > rows:
         out += ["", f"... and {total - rows} more pairs (run `netdsl diff` locally for all of them)."]
+    if graph:
+        from netdsl.graph import render_diff_mermaid  # only the picture needs it
+
+        def triples(changes: list[Change]) -> list[tuple[str, str, str]]:
+            return [(str(c.src), str(c.dst), _ports(d, c)) for c in changes]
+
+        shown_added = d.added[:MARKDOWN_ROWS]
+        shown_removed = d.removed[:max(0, MARKDOWN_ROWS - len(shown_added))]
+        out += ["", "```mermaid", render_diff_mermaid(triples(shown_added), triples(shown_removed)).rstrip("\n"),
+                "```"]
     out += ["", "<details><summary>Probed ports</summary>", "",
             ", ".join(probe_text(p) for p in d.probes), "", "</details>"]
     return "\n".join(out) + "\n"
