@@ -490,7 +490,8 @@ def explain_command(paths: tuple[str, ...], src_text: str | None, dst_text: str 
     matrix_report = explain_matrix(evs, topology, analysis.probes,
                                    sources=None if src is None else [src],
                                    destinations=None if dst is None else [dst],
-                                   every_cluster=analysis.every_cluster and not outside)
+                                   every_cluster=analysis.every_cluster and not outside,
+                                   services=program.services)
     if out_format == "json":
         _write(sys.stdout, render_matrix_json(matrix_report), "json")
     else:

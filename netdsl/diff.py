@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from netdsl import ir
 from netdsl.compiler import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Result, check_files, decode, read_sources
 from netdsl.diagnostics import Diagnostic, error, escape_name, printable
+from netdsl.explain import REPLICA, PairGroup, group_pairs
 from netdsl.semantics.engine import (
     Probe,
     matrix,
@@ -168,6 +170,7 @@ class Difference:
     removed: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     every_cluster: bool = False  # over the class topology: the changes (or none) hold in every cluster
+    services: tuple[ir.Workload, ...] = ()  # NEW's, then OLD's: names for groups of pod classes
 
     @property
     def changed(self) -> bool:
@@ -196,7 +199,8 @@ def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
     for src, dst, probe, allowed_now in new_m.differences(old_m):
         if coexist(src, dst):
             grouped.setdefault((src, dst, allowed_now), []).append(probe)
-    result = Difference(old_name, new_name, topology, probes, notes=notes, every_cluster=every)
+    result = Difference(old_name, new_name, topology, probes, notes=notes, every_cluster=every,
+                        services=(*new.services, *old.services))
     for (src, dst, allowed_now), ports in grouped.items():
         ports = sort_probes(ports)
         conn = Connection(src, dst, *ports[0])
@@ -209,22 +213,64 @@ def difference(old: ir.Program, new: ir.Program, old_name: str, new_name: str,
 
 
 # ------------------------------------------------------------------------------------------ rendering
+#
+# Over the class topology one change is usually many pairs of classes: the same statements deciding the
+# same ports for every namespace label set and every pod class of a service. Rendering groups them
+# (netdsl.explain.group_pairs): changes with the same sign, ports and deciding statements (was and now)
+# whose pairs form a product become one line that names the classes in words; nothing else is merged.
+# Over a cluster's topology (--topology) the pods are real and every pair stays a line of its own.
 
 
 def _ports(d: Difference, c: Change) -> str:
+    return ", ".join(_port_list(d, c))
+
+
+def _port_list(d: Difference, c: Change) -> list[str]:
     if d.every_cluster:  # each probe stands for its port class
-        return ", ".join(range_text(d.probes, p) for p in c.probes)
-    return ", ".join(probe_text(p) for p in c.probes)
+        return [range_text(d.probes, p) for p in c.probes]
+    return [probe_text(p) for p in c.probes]
 
 
 def _pair(c: Change) -> tuple[str, str]:
-    return str(c.src), ("another replica of it" if c.src == c.dst else str(c.dst))
+    return str(c.src), (REPLICA if c.src == c.dst else str(c.dst))
+
+
+_SRC, _DST = "\x00source", "\x00destination"
+
+
+def _generic(c: Change, reasons: Sequence[str]) -> tuple[str, ...]:
+    """The reasons with the pair's own names as placeholders (`production/api~env=x ingress is restricted
+    by ...` says the same for every class of a line): what decides, apart from whom it is about."""
+    names = sorted({str(c.dst): _DST, str(c.src): _SRC}.items(), key=lambda kv: -len(kv[0]))
+    out = []
+    for r in reasons:
+        for name, mark in names:
+            r = re.sub(re.escape(name) + r"(?![^\s:;,)])", mark, r)
+        out.append(r)
+    return tuple(out)
+
+
+def _reasons(g: PairGroup[Change], reasons: Sequence[str]) -> list[str]:
+    """A line's reasons (of its first pair), about the line's classes."""
+    dst = g.src if g.dst == REPLICA else g.dst
+    return [r.replace(_SRC, g.src).replace(_DST, dst) for r in _generic(g.members[0], reasons)]
+
+
+def groups(d: Difference, changes: Sequence[Change]) -> list[PairGroup[Change]]:
+    """The changes as lines: grouped over the class topology, one per pair over a cluster's."""
+    if not d.every_cluster:
+        return [PairGroup(*_pair(c), "", [c]) for c in changes]
+    return group_pairs(changes, lambda c: (tuple(_port_list(d, c)), _generic(c, c.was), _generic(c, c.now)),
+                       lambda c: (c.src, c.dst), d.topology, d.services)
 
 
 def _summary(d: Difference) -> str:
     added, removed = d.counts()
+    lines = len(groups(d, d.added)) + len(groups(d, d.removed))
+    pairs = len(d.added) + len(d.removed)
+    shown = f"; {lines} line{'s' * (lines != 1)} for {pairs} pairs of classes" if lines != pairs else ""
     return (f"{added} connection{'s' * (added != 1)} added, {removed} removed "
-            f"({_scope(d)})")
+            f"({_scope(d)}{shown})")
 
 
 def _scope(d: Difference) -> str:
@@ -242,14 +288,15 @@ def render_text(d: Difference) -> str:
         return "\n".join(out) + "\n"
     out.append("")
     for sign, changes in (("+", d.added), ("-", d.removed)):
-        for c in changes:
-            src, dst = _pair(c)
-            out.append(f"{sign} {src} -> {dst}  {_ports(d, c)}")
+        for g in groups(d, changes):
+            c = g.members[0]
+            where = f"  ({g.condition})" if g.condition else ""
+            out.append(f"{sign} {g.src} -> {g.dst}  {_ports(d, c)}{where}")
             if sign == "+":
-                out += [f"    now: {r}" for r in c.now] or ["    now: no policy applies"]
+                out += [f"    now: {r}" for r in _reasons(g, c.now)] or ["    now: no policy applies"]
             else:
-                out += [f"    was: {r}" for r in c.was] or ["    was: no policy applied"]
-                out += [f"    now: {r}" for r in c.now]
+                out += [f"    was: {r}" for r in _reasons(g, c.was)] or ["    was: no policy applied"]
+                out += [f"    now: {r}" for r in _reasons(g, c.now)]
     out += ["", _summary(d) + "."]
     return "\n".join(out) + "\n"
 
@@ -270,48 +317,53 @@ def render_markdown(d: Difference, graph: bool = False) -> str:
     if not d.changed:
         out.append(f"**No change**: both allow exactly the same connections ({_scope(d)}).")
         return "\n".join(out) + "\n"
-    added, removed = d.counts()
-    out += [f"**{added} connection{'s' * (added != 1)} added, {removed} removed** "
-            f"({_scope(d)}).", "",
-            "| | from | to | ports | why |", "|---|---|---|---|---|"]
+    out += [f"**{_summary(d)}**.", "",
+            "| | from | to | ports | where | why |", "|---|---|---|---|---|---|"]
     rows = 0
-    total = len(d.added) + len(d.removed)
-    for word, changes in (("**added**", d.added), ("removed", d.removed)):
-        for c in changes:
-            if rows == MARKDOWN_ROWS:
-                break
-            rows += 1
-            if changes is d.added:
-                why = "<br>".join(_md(r) for r in c.now) or "no policy applies"
-            else:
-                why = "<br>".join(["was: " + _md(r) for r in c.was] + ["now: " + _md(r) for r in c.now])
-            src, dst = _pair(c)
-            out.append(f"| {word} | {_md(src)} | {_md(dst)} | {_ports(d, c)} | {why} |")
-    if total > rows:
-        out += ["", f"... and {total - rows} more pairs (run `netdsl diff` locally for all of them)."]
+    lines = [(word, g) for word, changes in (("**added**", d.added), ("removed", d.removed))
+             for g in groups(d, changes)]
+    for word, g in lines[:MARKDOWN_ROWS]:
+        rows += 1
+        c = g.members[0]
+        if word != "removed":
+            why = "<br>".join(_md(r) for r in _reasons(g, c.now)) or "no policy applies"
+        else:
+            why = "<br>".join(["was: " + _md(r) for r in _reasons(g, c.was)]
+                              + ["now: " + _md(r) for r in _reasons(g, c.now)])
+        where = g.condition.replace("|", "\\|") or "-"
+        out.append(f"| {word} | {_md(g.src)} | {_md(g.dst)} | {_ports(d, c)} | {where} | {why} |")
+    if len(lines) > rows:
+        out += ["", f"... and {len(lines) - rows} more lines (run `netdsl diff` locally for all of them)."]
     if graph:
         from netdsl.graph import render_diff_mermaid  # only the picture needs it
 
-        def triples(changes: list[Change]) -> list[tuple[str, str, str]]:
-            return [(str(c.src), str(c.dst), _ports(d, c)) for c in changes]
-
-        shown_added = d.added[:MARKDOWN_ROWS]
-        shown_removed = d.removed[:max(0, MARKDOWN_ROWS - len(shown_added))]
-        out += ["", "```mermaid", render_diff_mermaid(triples(shown_added), triples(shown_removed)).rstrip("\n"),
-                "```"]
+        shown = lines[:MARKDOWN_ROWS]
+        added = [(g.src, g.dst, _ports(d, g.members[0])) for word, g in shown if word != "removed"]
+        removed = [(g.src, g.dst, _ports(d, g.members[0])) for word, g in shown if word == "removed"]
+        out += ["", "```mermaid", render_diff_mermaid(added, removed).rstrip("\n"), "```"]
     out += ["", "<details><summary>Probed ports</summary>", "",
             ", ".join(probe_text(p) for p in d.probes), "", "</details>"]
     return "\n".join(out) + "\n"
 
 
 def render_json(d: Difference) -> str:
+    """Fields (docs: README "Explain and diff"): `added`/`removed` list every pair of classes (or pods)
+    with its ports and deciding statements (`from`, `to`, `ports`, `was`, `now`); `added_lines`/
+    `removed_lines` are the grouped lines the text shows: `from`, `to` and `where` in words, `ports`,
+    `was`, `now`, and `pairs`, the indexes into `added`/`removed` each line stands for."""
     def change(c: Change) -> dict[str, Any]:
-        return {"from": str(c.src), "to": str(c.dst),
-                "ports": [range_text(d.probes, p) if d.every_cluster else probe_text(p) for p in c.probes],
-                "was": list(c.was), "now": list(c.now)}
+        return {"from": str(c.src), "to": str(c.dst), "ports": _port_list(d, c), "was": list(c.was),
+                "now": list(c.now)}
+
+    def lines(changes: list[Change]) -> list[dict[str, Any]]:
+        index = {id(c): i for i, c in enumerate(changes)}
+        return [{"from": g.src, "to": g.dst, "where": g.condition, "ports": _port_list(d, g.members[0]),
+                 "was": _reasons(g, g.members[0].was), "now": _reasons(g, g.members[0].now),
+                 "pairs": sorted(index[id(c)] for c in g.members)} for g in groups(d, changes)]
 
     return json.dumps({
         "old": d.old, "new": d.new, "changed": d.changed, "every_cluster": d.every_cluster,
         "endpoints": [str(e) for e in d.topology.endpoints], "probes": [probe_text(p) for p in d.probes],
-        "added": [change(c) for c in d.added], "removed": [change(c) for c in d.removed], "notes": d.notes,
+        "added": [change(c) for c in d.added], "removed": [change(c) for c in d.removed],
+        "added_lines": lines(d.added), "removed_lines": lines(d.removed), "notes": d.notes,
     }, indent=2, ensure_ascii=False) + "\n"

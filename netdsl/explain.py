@@ -10,18 +10,196 @@ Wherever a target's verdict differs from the program's, that is a compiler bug, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
+from netdsl import ir
 from netdsl.semantics.engine import PROGRAM, Evaluator, Matrix, Probe, Unavailable, matrix, probe_text
 from netdsl.semantics.model import Connection, Endpoint, External, Pod, Topology, Verdict
+from netdsl.semantics.universe import class_name, is_other_value
 from netdsl.semantics.verify import coexist
 
 WIDTH = 100
 LABEL_WIDTH = 30
 
 BUG = "a compiler bug: the emitted policy does not mean what the program says (please report it)"
+
+
+# ------------------------------------------------------------------------------------------ grouping classes
+#
+# Rule: over the class topology one pair of endpoints stands for a class of pairs, and a namespace may
+# appear as several variants (one per label set its selectors tell apart). Lines that say the same thing
+# - same key (ports, deciding statements: whatever the caller shows) - for pairs that differ only in the
+# namespace variant or the pod class become one line, when together they form a product
+# (sources x destinations x namespace label sets): nothing is merged that was shown differently, and
+# each line names exactly the classes it stands for, in words: a service when the classes are exactly
+# its pods, `any pod`, one class, or the classes listed; and the namespace label sets, when not all.
+
+T = TypeVar("T")
+REPLICA = "another replica of it"  # the destination of a pod class's connection to itself
+_SAME = -1  # the destination's variant is the source's (one namespace has one label set at a time)
+
+
+@dataclass
+class PairGroup(Generic[T]):
+    """One line: `src -> dst` under `condition` ("" when none), standing for `members`."""
+
+    src: str
+    dst: str
+    condition: str
+    members: list[T]
+
+
+def group_pairs(items: Sequence[T], key: Callable[[T], Hashable], ends: Callable[[T], tuple[Endpoint, Endpoint]],
+                topology: Topology, services: Sequence[ir.Workload] = (),
+                quiet: frozenset[str] = frozenset()) -> list[PairGroup[T]]:
+    """The items as few exact lines as the greedy product search finds, in the order of their first
+    members. `services` (declared workloads) name a set of pod classes that is exactly theirs; no
+    condition is given for the namespaces in `quiet` (the one endpoint a listing is about names its own)."""
+    namer = _ClassNamer(topology, services)
+    buckets: dict[tuple[Hashable, str, str], list[T]] = {}
+    for item in items:
+        src, dst = ends(item)
+        buckets.setdefault((key(item), _place(src), _place(dst)), []).append(item)
+    groups: list[tuple[int, PairGroup[T]]] = []
+    order = {id(item): i for i, item in enumerate(items)}
+    for (_, src_place, dst_place), members in buckets.items():
+        for product, got in _factor(members, ends):
+            src_cls, dst_cls = product[0], product[1]
+            src_var, dst_var = cast(frozenset[int], product[2]), cast(frozenset[int], product[3])
+            same = _SAME in dst_var
+            first_src, first_dst = ends(got[0])
+            src_text = namer.side(first_src, src_place, src_cls, src_var)
+            dst_text = namer.side(first_dst, dst_place, dst_cls, src_var if same else dst_var)
+            if all(ends(m)[0] == ends(m)[1] for m in got):  # a pod class to itself: between its replicas
+                dst_text = REPLICA
+            conditions = [namer.condition(src_place, src_var)] if isinstance(first_src, Pod) else []
+            if isinstance(first_dst, Pod) and not same:
+                conditions.append(namer.condition(dst_place, dst_var))
+            if src_place in quiet and conditions:
+                conditions[0] = ""
+            if dst_place in quiet and len(conditions) == 2:
+                conditions[1] = ""
+            condition = "; ".join(c for c in conditions if c)
+            groups.append((min(order[id(m)] for m in got), PairGroup(src_text, dst_text, condition, got)))
+    return [g for _, g in sorted(groups, key=lambda g: g[0])]
+
+
+def _place(e: Endpoint) -> str:
+    return e.namespace if isinstance(e, Pod) else str(e)
+
+
+Coords = tuple[Hashable, Hashable, int, int]  # source class, destination class, their namespace variants
+Product = tuple[frozenset[Hashable], frozenset[Hashable], frozenset[Hashable], frozenset[Hashable]]
+
+
+def _coords(src: Endpoint, dst: Endpoint) -> Coords:
+    def cls(e: Endpoint) -> Hashable:
+        return frozenset(e.labels.items()) if isinstance(e, Pod) else e
+
+    src_var = src.variant if isinstance(src, Pod) else 0
+    dst_var = dst.variant if isinstance(dst, Pod) else 0
+    if isinstance(src, Pod) and isinstance(dst, Pod) and src.namespace == dst.namespace and src_var == dst_var:
+        dst_var = _SAME
+    return cls(src), cls(dst), src_var, dst_var
+
+
+def _factor(members: Sequence[T], ends: Callable[[T], tuple[Endpoint, Endpoint]]) -> list[tuple[Product, list[T]]]:
+    """Disjoint products (sets per coordinate) whose union is exactly the members' coordinates: start
+    with one product per member, merge two that agree on every coordinate but one (namespace variants
+    first, then destinations, then sources) until none merge."""
+    start: dict[Product, list[T]] = {}
+    for m in members:
+        c = _coords(*ends(m))
+        product: Product = (frozenset([c[0]]), frozenset([c[1]]), frozenset([c[2]]), frozenset([c[3]]))
+        start.setdefault(product, []).append(m)
+    # greedy, so the order matters: try destinations before sources and the other way round
+    tries = [_merge(start, order) for order in ((2, 3, 1, 0), (2, 3, 0, 1))]
+    return list(min(tries, key=len).items())
+
+
+def _merge(products: dict[Product, list[T]], order: tuple[int, ...]) -> dict[Product, list[T]]:
+    changed = True
+    while changed:
+        changed = False
+        for d in order:
+            merged: dict[tuple[frozenset[Hashable], ...], tuple[set[Hashable], list[T]]] = {}
+            for product, got in products.items():
+                rest = tuple(product[i] for i in range(4) if i != d)
+                values, items = merged.setdefault(rest, (set(), []))
+                values.update(product[d])
+                items.extend(got)
+            if len(merged) < len(products):
+                changed = True
+                rebuilt: dict[Product, list[T]] = {}
+                for rest, (values, items) in merged.items():
+                    parts = list(rest)
+                    parts.insert(d, frozenset(values))
+                    rebuilt[(parts[0], parts[1], parts[2], parts[3])] = items
+                products = rebuilt
+    return products
+
+
+class _ClassNamer:
+    """Words for a set of pod classes of one namespace and a set of its label sets (variants)."""
+
+    def __init__(self, topology: Topology, services: Sequence[ir.Workload]) -> None:
+        self.topology = topology
+        self.services = [s for s in services if s.declared and s.cluster is None]
+        self.pods: dict[tuple[str, int], list[Pod]] = defaultdict(list)
+        for p in topology.pods:
+            self.pods[(p.namespace, p.variant)].append(p)
+        self.variants: dict[str, list[int]] = defaultdict(list)
+        for ns, v in self.pods:
+            self.variants[ns].append(v)
+
+    def side(self, first: Endpoint, place: str, classes: frozenset[Hashable], variants: frozenset[int]) -> str:
+        if not isinstance(first, Pod):
+            return str(first)
+        per_variant = [{frozenset(p.labels.items()): p for p in self.pods[(place, v)]} for v in sorted(variants)]
+        if all(set(pv) == classes for pv in per_variant):
+            return f"{place}/any pod"
+        if len(classes) == 1:
+            (only,) = classes
+            pod = next(pv[only] for pv in per_variant if only in pv)
+            return f"{place}/{class_name(pod, self.topology)}"
+        seen: set[str] = set()
+        for s in self.services:
+            if s.namespace != place or s.name in seen:
+                continue
+            seen.add(s.name)
+            if all({c for c in pv if s.selector.matches(dict(pv[c].labels))} == classes for pv in per_variant):
+                return f"{place}/{s.name}"
+        names = sorted({class_name(pv[c], self.topology) for pv in per_variant for c in classes if c in pv})
+        return f"{place}/({' or '.join(names)})"
+
+    def condition(self, namespace: str, variants: frozenset[int]) -> str:
+        every = sorted(self.variants.get(namespace, [0]))
+        if len(every) < 2:
+            return ""
+        if set(every) <= variants:
+            return f"whatever labels namespace {namespace} has"
+        labels = {v: self.topology.namespace_labels(namespace, v) for v in every}
+        keys = sorted({k for ls in labels.values() for k in ls if len({ls.get(k) for ls in labels.values()}) > 1})
+
+        def words(v: int) -> str:
+            return " and ".join(_label_words(k, labels[v].get(k)) for k in keys)
+
+        inside = [words(v) for v in every if v in variants]
+        outside = [words(v) for v in every if v not in variants]
+        if len(outside) < len(inside):
+            return f"unless namespace {namespace} has {' or '.join(outside)}"
+        return f"where namespace {namespace} has {' or '.join(inside)}"
+
+
+def _label_words(key: str, value: str | None) -> str:
+    if value is None:
+        return f"no label {key}"
+    if is_other_value(value):
+        return f"{key}=(a value no selector names)"
+    return f"{key}={value}"
 
 
 # ------------------------------------------------------------------------------------------ one connection
@@ -132,6 +310,7 @@ class MatrixReport:
     sources: tuple[Endpoint, ...] | None = None  # only these rows (--from)
     destinations: tuple[Endpoint, ...] | None = None  # only these columns (--to)
     every_cluster: bool = False  # the topology is the class topology (netdsl.semantics.universe)
+    services: tuple[ir.Workload, ...] = ()  # the program's: names for groups of pod classes in listings
 
     @property
     def program(self) -> Matrix:
@@ -158,12 +337,13 @@ MAX_MATRIX_CELLS = 25_000_000
 
 def explain_matrix(evaluators: Mapping[str, Evaluator | Unavailable], topology: Topology, probes: Sequence[Probe],
                    sources: Sequence[Endpoint] | None = None,
-                   destinations: Sequence[Endpoint] | None = None, every_cluster: bool = False) -> MatrixReport:
+                   destinations: Sequence[Endpoint] | None = None, every_cluster: bool = False,
+                   services: Sequence[ir.Workload] = ()) -> MatrixReport:
     """Every evaluator's matrix; where a target's differs from the program's (among the pairs shown:
     sources x destinations, None meaning all), the differences."""
     report = MatrixReport(topology, tuple(probes), {}, sources=None if sources is None else tuple(sources),
                           destinations=None if destinations is None else tuple(destinations),
-                          every_cluster=every_cluster)
+                          every_cluster=every_cluster, services=tuple(services))
     for name, ev in evaluators.items():
         report.matrices[name] = ev if isinstance(ev, Unavailable) else matrix(ev, topology, probes)
     for name, m in report.matrices.items():
@@ -204,25 +384,28 @@ def render_list_text(report: MatrixReport, width: int = WIDTH) -> str:
     if one_source:
         assert report.sources is not None
         me = report.sources[0]
-        pairs = [(me, e, e) for e in m.endpoints if report.destinations is None or e in report.destinations]
+        pairs = [(me, e) for e in m.endpoints if report.destinations is None or e in report.destinations]
         head = f"{me} may connect to"
     else:
         assert report.destinations is not None
         me = report.destinations[0]
-        pairs = [(e, me, e) for e in m.endpoints]
+        pairs = [(e, me) for e in m.endpoints]
         head = f"{me} accepts connections from"
     out = [f"{head} ({len(m.probes)} probed ports):"]
-    lines = []
+    found: list[tuple[Endpoint, Endpoint, str]] = []
     nothing = 0
-    for src, dst, peer in pairs:
+    for src, dst in pairs:
         if isinstance(src, External) and isinstance(dst, External):
             continue
+        if report.every_cluster and not coexist(src, dst):
+            continue  # another label set of the same namespace: no such pair in any cluster
         allowed = m.allowed(src, dst)
         if not allowed:
             nothing += 1
             continue
         ports = "every probed port" if len(allowed) == len(m.probes) else ", ".join(probe_text(p) for p in allowed)
-        lines.append((str(peer), ports))
+        found.append((src, dst, ports))
+    lines = _listing_lines(report, found, me, one_source)
     name_width = min(LABEL_WIDTH, max((len(n) for n, _ in lines), default=0))
     for name, ports in lines:
         if len(name) > name_width:
@@ -236,6 +419,22 @@ def render_list_text(report: MatrixReport, width: int = WIDTH) -> str:
     out.append(f"probed: {', '.join(probe_text(p) for p in m.probes)}")
     out[-1] = _wrap(out[-1], width)
     return "\n".join([*out, "", *_targets_lines(report, width)]).rstrip("\n") + "\n"
+
+
+def _listing_lines(report: MatrixReport, found: list[tuple[Endpoint, Endpoint, str]], me: Endpoint,
+                   one_source: bool) -> list[tuple[str, str]]:
+    """(peer, ports) lines of a listing; over the class topology, peers with the same ports that differ
+    only in namespace label set or pod class are one line (group_pairs)."""
+    if not report.every_cluster:
+        return [(str(dst if one_source else src), ports) for src, dst, ports in found]
+    quiet = frozenset([me.namespace]) if isinstance(me, Pod) else frozenset()
+    out = []
+    for g in group_pairs(found, lambda f: f[2], lambda f: (f[0], f[1]), report.topology, report.services, quiet):
+        peer = g.dst if one_source else g.src
+        if peer == REPLICA:
+            peer = str(me)
+        out.append((peer + (f" ({g.condition})" if g.condition else ""), g.members[0][2]))
+    return out
 
 
 def _codes() -> Iterator[str]:

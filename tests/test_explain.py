@@ -264,3 +264,25 @@ def test_a_failing_expectation_does_not_stop_explain(netdsl: Run, app: Path) -> 
     assert "program  ALLOWED" in r.stdout
     for target in ("vanilla", "calico", "cilium"):  # the targets are judged, not refused
         assert re.search(rf"{target}\s+ALLOWED", r.stdout), r.stdout
+
+
+def test_a_listing_groups_label_sets_and_pod_classes(netdsl: Run, tmp_path: Path) -> None:
+    # production has 3 label sets (name absent, kube-system, another value) and 4 classes of api's pods
+    (tmp_path / "app.seg").write_text("""\
+namespace production {
+  isolate
+  service api      = app=api
+  service backend  = tier=backend
+  service frontend = app=frontend
+  api accepts frontend on 8080
+  backend accepts pods[role=monitor] in namespaces[name=kube-system] on 9100
+}
+""")
+    out = netdsl("explain", str(tmp_path / "app.seg"), "--from", "production/frontend", "--target", "vanilla").stdout
+    assert "  production/api  8080/tcp\n" in out, out
+    assert "~name=" not in out  # no row per label set of production: the source has one
+    out = netdsl("explain", str(tmp_path / "app.seg"), "--to", "production/api", "--target", "vanilla").stdout
+    assert "  production/frontend  8080/tcp\n" in out, out
+    data = json.loads(netdsl("explain", str(tmp_path / "app.seg"), "--format", "json", "--target", "vanilla").stdout)
+    # the classes are named by their labels, never by a number
+    assert "production/api+backend{role=monitor}~name=kube-system" in [e["name"] for e in data["endpoints"]]

@@ -45,6 +45,7 @@ from netdsl.semantics.model import External, Pod, Topology
 
 ABSENT = "\x00absent"  # the atom "this key is not set"
 OTHER = "\x00other"  # the atom "set to a value no selector mentions"
+OTHER_VALUE = "netdsl-other"  # the stem of the label value that stands for OTHER in a representative
 
 MAX_NAME_SUBSETS = 3
 MAX_NAMED_EXTERNALS = 256
@@ -171,8 +172,13 @@ def example(cell: Cell, space: Space) -> dict[str, str]:
         if ABSENT in atoms:
             continue
         mentioned = sorted(a for a in atoms if a != OTHER)
-        labels[key] = mentioned[0] if mentioned else _fresh(space.values.get(key, ()), "netdsl-other")
+        labels[key] = mentioned[0] if mentioned else _fresh(space.values.get(key, ()), OTHER_VALUE)
     return labels
+
+
+def is_other_value(value: str) -> bool:
+    """Whether a representative's label value is one example() made up: a value no selector names."""
+    return value == OTHER_VALUE or (value.startswith(OTHER_VALUE) and value[len(OTHER_VALUE):].isdigit())
 
 
 # ------------------------------------------------------------------------------------------ what is mentioned
@@ -645,6 +651,40 @@ def _pod_name(namespace: str, labels: Mapping[str, str], services: Mapping[str |
     return "pod{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
+def variant_suffix(labels: Mapping[str, str]) -> str:
+    """What a pod name of namespace variant k > 0 ends with: `~` and that variant's labels."""
+    return "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def class_name(pod: Pod, topology: Topology) -> str:
+    """A pod class's name without its namespace variant (`api+backend` for `api+backend~env=prod`)."""
+    if pod.variant:
+        suffix = variant_suffix(topology.variants.get((pod.namespace, pod.variant), {}))
+        if pod.name.endswith(suffix):
+            return pod.name[: -len(suffix)]
+    return pod.name
+
+
+def _distinguish(cells: Sequence[Mapping[str, str]], readables: Sequence[str]) -> list[str]:
+    """Pod classes of one namespace that share a readable name (the same services, different labels
+    some other selector tests) are told apart by those labels, not by a number: `api+backend` and
+    `api+backend{role=monitor}`. The labels shown are those not common to every class of the name;
+    a class without any keeps the bare name."""
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for i, readable in enumerate(readables):
+        by_name[readable].append(i)
+    out = list(readables)
+    for readable, members in by_name.items():
+        if len(members) < 2 or readable.startswith("pod{"):  # pod{...} already lists every label
+            continue
+        common = set.intersection(*(set(cells[i].items()) for i in members))
+        for i in members:
+            extra = sorted(set(cells[i].items()) - common)
+            if extra:
+                out[i] = readable + "{" + ",".join(f"{k}={v}" for k, v in extra) + "}"
+    return out
+
+
 def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
            fallback: Sequence[ir.Workload] = ()) -> Universe:
     probes = _probes(m)
@@ -662,16 +702,20 @@ def _build(m: Mentions, targets: Sequence[str], services: Sequence[ir.Workload],
             variants[(name, variant)] = labels
         else:
             namespaces[name] = labels
-        suffix = "~" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if variant else ""
+        suffix = variant_suffix(labels) if variant else ""
         taken: set[str] = set()
         tried: dict[str, int] = {}
-        for pod_labels in _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}, MAX_ENDPOINTS - len(pods)):
-            label_sets[tuple(sorted(pod_labels.items()))] = None
+        cells = _pod_cells(m, name, {**labels, NAMESPACE_NAME_LABEL: name}, MAX_ENDPOINTS - len(pods))
+        readables = []
+        for pod_labels in cells:
             readable = _pod_name(name, pod_labels, by_namespace)
             if readable.startswith("pod{") and fallback:
                 readable = _pod_name(name, pod_labels, fallback_by_namespace)
+            readables.append(readable)
+        for pod_labels, readable in zip(cells, _distinguish(cells, readables), strict=True):
+            label_sets[tuple(sorted(pod_labels.items()))] = None
             stem = readable + suffix
-            base = _fresh(taken, stem, tried.get(stem, 0))
+            base = _fresh(taken, stem, tried.get(stem, 0))  # only for classes with equal labels (overlaps)
             tried[stem] = int(base[len(stem):] or 0) + 1  # the next free suffix: no rescan from 0
             taken.add(base)
             pods.append(Pod(name, base, pod_labels, {}, variant, pod_address))
