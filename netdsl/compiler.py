@@ -82,9 +82,10 @@ def _mib(n: int) -> str:
     return f"{n // (1024 * 1024)} MiB"
 
 
-def _seg_files(directory: Path) -> Iterator[Path]:
-    """The *.seg regular files below a directory. Symbolic links to directories are followed once each
-    (a link to a parent is no endless loop); errors below the top are skipped, as rglob did."""
+def _files_below(directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """The regular files below a directory whose names end in one of `suffixes`. Symbolic links to
+    directories are followed once each (a link to a parent is no endless loop); errors below the top are
+    skipped, as rglob did."""
     visited: set[str] = set()
     for root, dirs, names in os.walk(directory, followlinks=True):
         real = os.path.realpath(root)
@@ -94,7 +95,7 @@ def _seg_files(directory: Path) -> Iterator[Path]:
         visited.add(real)
         dirs.sort()
         for name in names:
-            if name.endswith(".seg") and (p := Path(root) / name).is_file():
+            if name.endswith(suffixes) and (p := Path(root) / name).is_file():
                 yield p
 
 
@@ -113,12 +114,32 @@ def decode(shown: str, data: bytes) -> tuple[SourceFile | None, Diagnostic | Non
                            "save the file as UTF-8")
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a directory given as input contributes, and how messages name it."""
+
+    suffixes: tuple[str, ...]  # the file names taken below a directory
+    files: str  # "more than 10,000 {files}"
+    none: str  # "no {none} in this directory"
+
+
+SEG_INPUTS = Inputs((".seg",), ".seg files", ".seg files")
+
+
 def read_sources(
     paths: Sequence[str], stdin: bytes | None = None, located: dict[str, Path] | None = None
 ) -> tuple[list[SourceFile], list[Diagnostic]]:
     """Files as given, directories as every *.seg below them (sorted), `-` as standard input. A file
     named twice (also through another path to it) is read once. `located`, when given, receives the
     path of each file read by its display path (for `fmt`, which writes the files back)."""
+    return read_inputs(paths, SEG_INPUTS, stdin, located)
+
+
+def read_inputs(
+    paths: Sequence[str], kind: Inputs, stdin: bytes | None = None, located: dict[str, Path] | None = None
+) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """read_sources for any kind of input (`netdsl import` reads YAML): the one place that walks the
+    paths, applies the limits and says what went wrong."""
     files: list[SourceFile] = []
     diags: list[Diagnostic] = []
     seen: set[bytes] = set()
@@ -141,14 +162,14 @@ def read_sources(
             try:  # stat can fail for reasons other than absence (ENAMETOOLONG, EACCES, ELOOP, ...)
                 if path.is_dir():
                     found: list[Path] = []
-                    for p in _seg_files(path):
+                    for p in _files_below(path, kind.suffixes):
                         if len(found) == MAX_FILES:
-                            raise LimitError(f"{display_path(path)}: more than {MAX_FILES:,} .seg files")
+                            raise LimitError(f"{display_path(path)}: more than {MAX_FILES:,} {kind.files}")
                         found.append(p)
                     found.sort()
                     if not found:
                         diags.append(
-                            error("io-error", f"{display_path(path)}: no .seg files in this directory")
+                            error("io-error", f"{display_path(path)}: no {kind.none} in this directory")
                         )
                 elif path.exists():
                     found = [path]

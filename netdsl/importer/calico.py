@@ -41,7 +41,7 @@ from typing import Any
 
 from netdsl import ir
 from netdsl.importer.model import IMPORTED, Gap, SourceObject, Translation
-from netdsl.semantics.calico import SelectorError, parse_selector
+from netdsl.semantics.calico import All, And, Compare, Expr, Global, Has, Not, SelectorError, parse, parse_selector
 
 API_VERSION = "projectcalico.org/v3"
 CRD_API_VERSION = "crd.projectcalico.org/v1"  # as `kubectl get <kind>.crd.projectcalico.org` shows them
@@ -71,11 +71,6 @@ class UnsupportedError(Exception):
 
 
 # ------------------------------------------------------------------------------------- selectors
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'[^']*'|\"[^\"]*\")|(?P<op>&&|\|\||==|!=|!|\(|\)|\{|\}|,)"
-    r"|(?P<word>[A-Za-z0-9_./\-]+))"
-)
 
 # An atom: (key, operator, values); operator one of the ir.Operator values, or "all" / "global".
 Atom = tuple[str, str, tuple[str, ...]]
@@ -114,95 +109,38 @@ def _not(a: Dnf) -> Dnf:
     return out
 
 
+# What each of Calico's comparisons is as an IR operator (`!=` and `not in` also match a missing key).
+_OPERATORS = {"==": "In", "in": "In", "!=": "NotIn", "not in": "NotIn"}
+
+
 def parse_dnf(text: str) -> Dnf:
-    """A Calico selector as alternatives of conjunctions of atoms; UnsupportedError for what is not one of
-    ==, !=, in, not in, has, !, &&, ||, (), all(), global() (contains, starts with, ends with, ...)."""
-    tokens: list[str] = []
-    pos, text = 0, text.strip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise UnsupportedError(f"cannot read the selector {text!r}")
-        tokens.append(m.group().strip())
-        pos = m.end()
-    at = 0
-
-    def peek() -> str | None:
-        return tokens[at] if at < len(tokens) else None
-
-    def take(expected: str | None = None) -> str:
-        nonlocal at
-        tok = peek()
-        if tok is None or (expected is not None and tok != expected):
-            raise UnsupportedError(f"the selector {text!r} (expected {expected or 'more'}, found {tok!r})")
-        at += 1
-        return tok
-
-    def value() -> str:
-        tok = take()
-        if len(tok) >= 2 and tok[0] in "'\"" and tok[-1] == tok[0]:
-            return tok[1:-1]
-        raise UnsupportedError(f"the selector {text!r} (expected a quoted value, found {tok!r})")
-
-    def values() -> tuple[str, ...]:
-        take("{")
-        out: set[str] = set()
-        while peek() != "}":
-            out.add(value())
-            if peek() == ",":
-                take(",")
-        take("}")
-        return tuple(sorted(out))
-
-    def atom() -> Dnf:
-        tok = take()
-        if tok == "(":
-            inner = disjunction()
-            take(")")
-            return inner
-        if tok == "!":
-            return _not(atom())
-        if tok in ("all", "global") and peek() == "(":
-            take("(")
-            take(")")
-            return [frozenset({("", tok, ())})]
-        if tok == "has" and peek() == "(":
-            take("(")
-            key = take()
-            take(")")
-            return [frozenset({(key, "Exists", ())})]
-        op = take()
-        if op == "==":
-            return [frozenset({(tok, "In", (value(),))})]
-        if op == "!=":
-            return [frozenset({(tok, "NotIn", (value(),))})]
-        if op == "in":
-            return [frozenset({(tok, "In", values())})]
-        if op == "not" and peek() == "in":
-            take("in")
-            return [frozenset({(tok, "NotIn", values())})]
-        raise UnsupportedError(f"the selector operator {op!r} in {text!r}")
-
-    def conjunction() -> Dnf:
-        out = atom()
-        while peek() == "&&":
-            take("&&")
-            out = _and(out, atom())
-        return out
-
-    def disjunction() -> Dnf:
-        out = conjunction()
-        while peek() == "||":
-            take("||")
-            out = _or(out, conjunction())
-        return out
-
-    if not text:
+    """A Calico selector (parsed by netdsl.semantics.calico) as alternatives of conjunctions of atoms;
+    UnsupportedError for what is not one of ==, !=, in, not in, has, !, &&, ||, (), all(), global()
+    (contains, starts with, ends with, ...). An empty selector is all()."""
+    if not text.strip():
         return [frozenset()]
-    result = disjunction()
-    if peek() is not None:
-        raise UnsupportedError(f"the selector {text!r} (unexpected {peek()!r})")
-    return result
+    try:
+        expr = parse(text)
+    except SelectorError as exc:
+        raise UnsupportedError(str(exc)) from None
+    return _dnf(expr)
+
+
+def _dnf(expr: Expr) -> Dnf:
+    if isinstance(expr, Compare):
+        return [frozenset({(expr.key, _OPERATORS[expr.op], expr.values)})]
+    if isinstance(expr, Has):
+        return [frozenset({(expr.key, "Exists", ())})]
+    if isinstance(expr, All):
+        return [frozenset({("", "all", ())})]
+    if isinstance(expr, Global):
+        return [frozenset({("", "global", ())})]
+    if isinstance(expr, Not):
+        return _not(_dnf(expr.operand))
+    out = _dnf(expr.parts[0])
+    for part in expr.parts[1:]:
+        out = _and(out, _dnf(part)) if isinstance(expr, And) else _or(out, _dnf(part))
+    return out
 
 
 def _requirements(term: Term, *, namespace: bool) -> list[ir.Requirement] | None:

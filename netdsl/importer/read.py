@@ -14,24 +14,13 @@ no name, the same kind/namespace/name twice. Reading is bounded as `compile` is 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from netdsl.compiler import (
-    MAX_FILE_BYTES,
-    MAX_FILES,
-    MAX_TOTAL_BYTES,
-    STDIN,
-    LimitError,
-    decode,
-    display_path,
-    read_limited,
-)
+from netdsl.compiler import Inputs, read_inputs
 from netdsl.diagnostics import Diagnostic, error, warning
 from netdsl.importer.model import SourceObject
 from netdsl.source import SourceFile, Span
@@ -57,86 +46,13 @@ class Input:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def _yaml_files(directory: Path) -> Iterator[Path]:
-    visited: set[str] = set()
-    for root, dirs, names in os.walk(directory, followlinks=True):
-        real = os.path.realpath(root)
-        if real in visited:
-            dirs.clear()
-            continue
-        visited.add(real)
-        dirs.sort()
-        for name in sorted(names):
-            if name.endswith((".yaml", ".yml")) and (p := Path(root) / name).is_file():
-                yield p
+# Directories given to `netdsl import` contribute their YAML files (compiler.read_inputs walks them).
+YAML_INPUTS = Inputs((".yaml", ".yml"), "YAML files", ".yaml or .yml files")
 
 
 def read_files(paths: Sequence[str], stdin: bytes | None = None) -> tuple[list[SourceFile], list[Diagnostic]]:
-    """The text of every input, bounded as `compile` reads `.seg` files."""
-    files: list[SourceFile] = []
-    diags: list[Diagnostic] = []
-    seen: set[bytes] = set()
-    total = 0
-    for raw in paths:
-        found: list[tuple[str, bytes]] = []
-        if raw == STDIN:
-            if b"<stdin>" in seen:
-                continue
-            seen.add(b"<stdin>")
-            data = stdin or b""
-            if len(data) > MAX_FILE_BYTES:
-                diags.append(error("limit", "<stdin>: larger than 8 MiB, the limit for one file"))
-                continue
-            found.append(("<stdin>", data))
-        elif not raw:
-            diags.append(error("io-error", "an empty path was given"))
-            continue
-        else:
-            path = Path(raw)
-            try:
-                if path.is_dir():
-                    listed: list[Path] = []
-                    for p in _yaml_files(path):
-                        if len(listed) == MAX_FILES:
-                            raise LimitError(f"{display_path(path)}: more than {MAX_FILES:,} YAML files")
-                        listed.append(p)
-                    if not listed:
-                        diags.append(error(
-                            "io-error", f"{display_path(path)}: no .yaml or .yml files in this directory"))
-                elif path.exists():
-                    listed = [path]
-                else:
-                    diags.append(error("io-error", f"{display_path(path)}: no such file or directory"))
-                    continue
-            except OSError as exc:
-                diags.append(error("io-error", f"{display_path(path)}: {exc.strerror or exc}"))
-                continue
-            except LimitError as exc:
-                diags.append(error("limit", str(exc)))
-                continue
-            for p in sorted(listed):
-                key = os.fsencode(os.path.realpath(p))
-                if key in seen:
-                    continue
-                seen.add(key)
-                try:
-                    with open(p, "rb") as f:
-                        found.append((display_path(p), read_limited(f, display_path(p))))
-                except OSError as exc:
-                    diags.append(error("io-error", f"{display_path(p)}: {exc.strerror or exc}"))
-                except LimitError as exc:
-                    diags.append(error("limit", str(exc)))
-        for shown, data in found:
-            total += len(data)
-            if total > MAX_TOTAL_BYTES:
-                diags.append(error("limit", "the input is larger than 64 MiB in all"))
-                return files, diags
-            source, problem = decode(shown, data)
-            if problem is not None:
-                diags.append(problem)
-            if source is not None:
-                files.append(source)
-    return files, diags
+    """The text of every input, read and bounded as `compile` reads `.seg` files."""
+    return read_inputs(paths, YAML_INPUTS, stdin)
 
 
 def _span(path: str, node: yaml.Node) -> Span:

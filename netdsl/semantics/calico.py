@@ -59,7 +59,8 @@ import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from netdsl.ir import DEFAULT_TIER_ORDER, Protocol
 from netdsl.netset import net_set, net_set_of
@@ -109,6 +110,53 @@ class SelectorError(ValueError):
     pass
 
 
+# The selector as parsed, once, for every reader (this module's predicates, the importer's DNF).
+# Operators are the ones Calico has that netdsl reads; contains / starts with / ends with are errors.
+CompareOp = Literal["==", "!=", "in", "not in"]
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`key == 'v'`, `key != 'v'` (values has one), `key in {..}`, `key not in {..}` (sorted, unique)."""
+
+    key: str
+    op: CompareOp
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Has:
+    key: str
+
+
+@dataclass(frozen=True)
+class All:
+    pass
+
+
+@dataclass(frozen=True)
+class Global:
+    pass
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class And:
+    parts: tuple[Expr, ...]  # two or more
+
+
+@dataclass(frozen=True)
+class Or:
+    parts: tuple[Expr, ...]  # two or more
+
+
+Expr = Compare | Has | All | Global | Not | And | Or
+
+
 def _tokens(text: str) -> list[str]:
     out, pos = [], 0
     text = text.strip()
@@ -121,15 +169,14 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def parse_selector(text: str, *, prefix: str = "", all_: Hook = _true, global_: Hook = _true) -> Predicate:
+def parse(text: str) -> Expr:
     """Calico's selector language: ==, !=, in {}, not in {}, has(), !, &&, ||, (), all(), global().
-    `prefix` is put before every label key (Calico's PrefixVisitor: `pcns.` for namespace selectors);
-    `all_` and `global_` are what all() and global() mean after Calico's rewriting (both true as written)."""
+    `has`, `all` and `global` not followed by `(` are label keys, as in Calico's tokenizer."""
     tokens = _tokens(text)
     pos = 0
 
-    def peek(k: int = 0) -> str | None:
-        return tokens[pos + k] if pos + k < len(tokens) else None
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
 
     def take(expected: str | None = None) -> str:
         nonlocal pos
@@ -145,7 +192,7 @@ def parse_selector(text: str, *, prefix: str = "", all_: Hook = _true, global_: 
             return tok[1:-1]
         raise SelectorError(f"expected a quoted value in {text!r}, found {tok!r}")
 
-    def values() -> set[str]:
+    def values() -> tuple[str, ...]:
         take("{")
         out = set()
         while peek() != "}":
@@ -153,60 +200,88 @@ def parse_selector(text: str, *, prefix: str = "", all_: Hook = _true, global_: 
             if peek() == ",":
                 take(",")
         take("}")
-        return out
+        return tuple(sorted(out))
 
-    def atom() -> Predicate:
+    def atom() -> Expr:
         tok = take()
         if tok == "(":
             inner = disjunction()
             take(")")
             return inner
         if tok == "!":
-            negated = atom()
-            return lambda labels: not negated(labels)
-        if tok in ("all", "global", "has"):
+            return Not(atom())
+        if tok in ("all", "global", "has") and peek() == "(":
             take("(")
             if tok == "has":
-                key = prefix + take()
+                key = take()
                 take(")")
-                return lambda labels: key in labels
+                return Has(key)
             take(")")
-            return all_ if tok == "all" else global_
-        key = prefix + tok
+            return All() if tok == "all" else Global()
         op = take()
         if op == "==":
-            v = value()
-            return lambda labels: labels.get(key) == v
+            return Compare(tok, "==", (value(),))
         if op == "!=":
-            v = value()
-            return lambda labels: labels.get(key) != v
+            return Compare(tok, "!=", (value(),))
         if op == "in":
-            vs = values()
-            return lambda labels: labels.get(key) in vs
+            return Compare(tok, "in", values())
         if op == "not" and peek() == "in":
             take("in")
-            vs = values()
-            return lambda labels: labels.get(key) not in vs
+            return Compare(tok, "not in", values())
         raise SelectorError(f"unsupported operator {op!r} in {text!r}")
 
-    def conjunction() -> Predicate:
+    def conjunction() -> Expr:
         parts = [atom()]
         while peek() == "&&":
             take("&&")
             parts.append(atom())
-        return lambda labels: all(p(labels) for p in parts)
+        return parts[0] if len(parts) == 1 else And(tuple(parts))
 
-    def disjunction() -> Predicate:
+    def disjunction() -> Expr:
         parts = [conjunction()]
         while peek() == "||":
             take("||")
             parts.append(conjunction())
-        return lambda labels: any(p(labels) for p in parts)
+        return parts[0] if len(parts) == 1 else Or(tuple(parts))
 
     result = disjunction()
     if peek() is not None:
         raise SelectorError(f"unexpected {peek()!r} in {text!r}")
     return result
+
+
+def parse_selector(text: str, *, prefix: str = "", all_: Hook = _true, global_: Hook = _true) -> Predicate:
+    """A selector (see `parse`) as a predicate on labels. `prefix` is put before every label key
+    (Calico's PrefixVisitor: `pcns.` for namespace selectors); `all_` and `global_` are what all() and
+    global() mean after Calico's rewriting (both true as written)."""
+    return compile_selector(parse(text), prefix=prefix, all_=all_, global_=global_)
+
+
+def compile_selector(expr: Expr, *, prefix: str = "", all_: Hook = _true, global_: Hook = _true) -> Predicate:
+    """`parse_selector` for a selector already parsed."""
+
+    def pred(e: Expr) -> Predicate:
+        if isinstance(e, Compare):
+            key, vs = prefix + e.key, frozenset(e.values)
+            if e.op in ("==", "in"):
+                return lambda labels: labels.get(key) in vs
+            return lambda labels: labels.get(key) not in vs
+        if isinstance(e, Has):
+            key = prefix + e.key
+            return lambda labels: key in labels
+        if isinstance(e, All):
+            return all_
+        if isinstance(e, Global):
+            return global_
+        if isinstance(e, Not):
+            negated = pred(e.operand)
+            return lambda labels: not negated(labels)
+        parts = [pred(p) for p in e.parts]
+        if isinstance(e, And):
+            return lambda labels: all(p(labels) for p in parts)
+        return lambda labels: any(p(labels) for p in parts)
+
+    return pred(expr)
 
 
 # ------------------------------------------------------------------------------------- evaluation
