@@ -39,6 +39,7 @@ from typing import Any
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
+from netdsl.semantics.calico import SelectorError, _tokens, parse_selector
 from netdsl.semantics.cilium import _plain
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import External, Pod, Topology
@@ -198,16 +199,17 @@ class Mentions:
     networks: set[ir.IPNetwork] = field(default_factory=set)
     dns_names: set[str] = field(default_factory=set)
     dns_patterns: set[str] = field(default_factory=set)
-    # label atoms the objects test: (namespace the selector is confined to, or None) -> key -> values
-    # (None: the key alone)
-    program_atoms: set[tuple[str, str | None]] = field(default_factory=set)
     pod_networks: list[ir.IPNetwork] = field(default_factory=list)  # where pods have their addresses
-    object_atoms: dict[str | None, dict[str, set[str | None]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+    # the objects' pod selectors as conjunctions, with the namespaces they can apply in
+    object_selectors: list[tuple[NsScope, ir.Selector]] = field(default_factory=list)
 
-    def object_atom(self, namespace: str | None, key: str, value: str | None) -> None:
-        self.object_atoms[namespace][key].add(value)
-        self.pod_space.mention(key, value)
+    def object_selector(self, scope: NsScope, requirements: Iterable[ir.Requirement]) -> None:
+        selector = ir.Selector.of(list(requirements))
+        self.object_selectors.append((scope, selector))
+        for r in selector.requirements:
+            self.pod_space.mention(r.key)
+            for v in r.values:
+                self.pod_space.mention(r.key, v)
 
     def pod_selector(self, scope: NsScope, selector: ir.Selector) -> None:
         self.pod_selectors.append((scope, selector))
@@ -316,35 +318,204 @@ _CALICO_ATOM = re.compile(
 _CILIUM_NS = "io.kubernetes.pod.namespace"
 _CILIUM_NS_LABELS = "io.cilium.k8s.namespace.labels."
 _CALICO_NS_NAME = "projectcalico.org/name"
+_POD_SELECTORS = ("selector", "notSelector", "podSelector", "endpointSelector", "fromEndpoints", "toEndpoints")
 
 
-def _label_selector_atoms(selector: Any) -> Iterator[tuple[str, str | None]]:
+_OPERATORS = {op.value: op for op in ir.Operator}
+_NEGATION = {ir.Operator.IN: ir.Operator.NOT_IN, ir.Operator.NOT_IN: ir.Operator.IN,
+             ir.Operator.EXISTS: ir.Operator.DOES_NOT_EXIST, ir.Operator.DOES_NOT_EXIST: ir.Operator.EXISTS}
+MAX_DNF_TERMS = 64  # of one Calico selector; past them, its literals split on their own (see _calico_terms)
+
+Conjunctions = list[list[ir.Requirement]]  # selectors whose cells decide one selector of the objects
+
+
+def _atomised(requirements: Iterable[ir.Requirement]) -> Conjunctions:
+    """Each label atom a requirement mentions as a selector of its own: a cell that agrees on all of
+    them agrees on any boolean combination of them (the fallback for selectors read only partly)."""
+    out: Conjunctions = []
+    for r in requirements:
+        out.append([ir.Requirement(r.key, ir.Operator.EXISTS)])
+        out += [[ir.Requirement(r.key, ir.Operator.IN, (v,))] for v in r.values]
+    return out
+
+
+def _label_requirements(selector: Any) -> tuple[list[ir.Requirement], bool]:
+    """A Kubernetes (or Cilium) label selector's requirements, and whether every operator is one of the
+    four (else the requirement stands for its atoms: key and values)."""
     if not isinstance(selector, Mapping):
-        return
+        return [], True
+    requirements: list[ir.Requirement] = []
+    known = True
     for k, v in (selector.get("matchLabels") or {}).items():
-        yield str(k), str(v)
+        requirements.append(ir.Requirement(str(k), ir.Operator.IN, (str(v),)))
     for e in selector.get("matchExpressions") or ():
-        if isinstance(e, Mapping) and "key" in e:
-            yield str(e["key"]), None
-            for v in e.get("values") or ():
-                yield str(e["key"]), str(v)
+        if not isinstance(e, Mapping) or "key" not in e:
+            continue
+        op = _OPERATORS.get(str(e.get("operator")))
+        values = tuple(sorted({str(v) for v in e.get("values") or ()}))
+        known = known and op is not None
+        with_values = op in (ir.Operator.IN, ir.Operator.NOT_IN) or op is None
+        requirements.append(ir.Requirement(str(e["key"]), op or ir.Operator.IN, values if with_values else ()))
+    return requirements, known
 
 
-def _calico_atoms(text: Any) -> Iterator[tuple[str, str | None]]:
+def _label_selector(selector: Any) -> Conjunctions:
+    """A label selector as conjunctions whose cells decide it: itself, or its atoms when not read."""
+    requirements, known = _label_requirements(selector)
+    return [requirements] if known else _atomised(requirements)
+
+
+def _namespace_scope(requirements: Sequence[ir.Requirement], name_key: str = NAMESPACE_NAME_LABEL) -> NsScope:
+    """The namespaces a conjunction of namespace requirements (the name under `name_key`) admits."""
+    if not requirements:
+        return None
+    selector = ir.Selector.of(list(requirements))
+    return lambda name, labels: selector.matches({**labels, name_key: name})
+
+
+def _object_scope(parent: Mapping[str, Any], namespace: Any, calico: bool) -> NsScope:
+    """The namespaces a pod selector of the objects can apply in: its namespace selector's (read as
+    the evaluators read it, or every namespace when it cannot be read), else the object's own
+    namespace, else every namespace."""
+    if "namespaceSelector" in parent:
+        ns_selector = parent["namespaceSelector"]
+        if calico:
+            try:
+                pred = parse_selector(str(ns_selector or "all()"))
+            except SelectorError:
+                return None
+            return lambda name, labels: pred({**labels, _CALICO_NS_NAME: name})
+        requirements, known = _label_requirements(ns_selector)
+        return _namespace_scope(requirements) if known else None
+    return _scope_by_name(namespace) if isinstance(namespace, str) else None
+
+
+class _TooManyTermsError(ValueError):
+    pass
+
+
+def _calico_terms(text: Any) -> Conjunctions:
+    """A Calico selector as the terms of its disjunctive normal form (negations pushed into the
+    literals: `!has(k)` is DoesNotExist, `!(k == 'v')` and `k != 'v'` are NotIn): a cell inside or
+    outside each term is inside or outside the selector. all() and global() are true for pods. A
+    selector that does not parse, or whose normal form passes MAX_DNF_TERMS, gives its atoms."""
+    if not isinstance(text, str):
+        return []
+    try:
+        return [sorted(term, key=lambda r: (r.key, r.operator.value, r.values)) for term in _calico_dnf(text)]
+    except (SelectorError, _TooManyTermsError):
+        return _atomised(_calico_literals(text))
+
+
+Dnf = list[frozenset[ir.Requirement]]
+
+
+def _calico_dnf(text: str) -> Dnf:
+    tokens = _tokens(text)
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal pos
+        tok = peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise SelectorError(f"expected {expected or 'a token'} in {text!r}, found {tok!r}")
+        pos += 1
+        return tok
+
+    def value() -> str:
+        tok = take()
+        if len(tok) >= 2 and tok[0] in "'\"" and tok[-1] == tok[0]:
+            return tok[1:-1]
+        raise SelectorError(f"expected a quoted value in {text!r}, found {tok!r}")
+
+    def values() -> tuple[str, ...]:
+        take("{")
+        out: set[str] = set()
+        while peek() != "}":
+            out.add(value())
+            if peek() == ",":
+                take(",")
+        take("}")
+        return tuple(sorted(out))
+
+    def both(parts: list[Dnf]) -> Dnf:
+        terms: Dnf = [frozenset()]
+        for part in parts:
+            terms = list(dict.fromkeys(t | u for t in terms for u in part))
+            if len(terms) > MAX_DNF_TERMS:
+                raise _TooManyTermsError(text)
+        return terms
+
+    def either(parts: list[Dnf]) -> Dnf:
+        terms = list(dict.fromkeys(t for part in parts for t in part))
+        if len(terms) > MAX_DNF_TERMS:
+            raise _TooManyTermsError(text)
+        return terms
+
+    def atom(positive: bool) -> Dnf:
+        tok = take()
+        if tok == "(":
+            inner = disjunction(positive)
+            take(")")
+            return inner
+        if tok == "!":
+            return atom(not positive)
+        if tok in ("all", "global", "has"):
+            take("(")
+            if tok == "all" or tok == "global":
+                take(")")
+                return [frozenset()] if positive else []
+            r = ir.Requirement(take(), ir.Operator.EXISTS)
+            take(")")
+        else:
+            op = take()
+            if op == "==":
+                r = ir.Requirement(tok, ir.Operator.IN, (value(),))
+            elif op == "!=":
+                r = ir.Requirement(tok, ir.Operator.NOT_IN, (value(),))
+            elif op == "in":
+                r = ir.Requirement(tok, ir.Operator.IN, values())
+            elif op == "not" and peek() == "in":
+                take("in")
+                r = ir.Requirement(tok, ir.Operator.NOT_IN, values())
+            else:
+                raise SelectorError(f"unsupported operator {op!r} in {text!r}")
+        return [frozenset({r if positive else ir.Requirement(r.key, _NEGATION[r.operator], r.values)})]
+
+    def conjunction(positive: bool) -> Dnf:  # !(a && b) = !a || !b
+        parts = [atom(positive)]
+        while peek() == "&&":
+            take("&&")
+            parts.append(atom(positive))
+        return both(parts) if positive else either(parts)
+
+    def disjunction(positive: bool) -> Dnf:
+        parts = [conjunction(positive)]
+        while peek() == "||":
+            take("||")
+            parts.append(conjunction(positive))
+        return either(parts) if positive else both(parts)
+
+    result = disjunction(True)
+    if peek() is not None:
+        raise SelectorError(f"unexpected {peek()!r} in {text!r}")
+    return result
+
+
+def _calico_literals(text: Any) -> Iterator[ir.Requirement]:
+    """Every label atom a Calico selector mentions, read leniently (whether or not it parses)."""
     if not isinstance(text, str):
         return
     for m in _CALICO_ATOM.finditer(text):
         if m.group("has"):
-            yield m.group("has"), None
+            yield ir.Requirement(m.group("has"), ir.Operator.EXISTS)
             continue
-        key = m.group("key")
-        yield key, None
-        if m.group("q"):
-            yield key, m.group("q")[1:-1]
-        for item in (m.group("set") or "").split(","):
-            item = item.strip()
-            if len(item) >= 2 and item[0] in "'\"":
-                yield key, item[1:-1]
+        found = [m.group("q")] if m.group("q") else [i.strip() for i in (m.group("set") or "").split(",")]
+        yield ir.Requirement(m.group("key"), ir.Operator.IN,
+                             tuple(sorted({v[1:-1] for v in found if len(v) >= 2 and v[0] in "'\""})))
 
 
 def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> None:
@@ -357,35 +528,33 @@ def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> No
         namespace = (obj.get("metadata") or {}).get("namespace")
         for path, value, parent in _walk(obj.get("spec") or {}, (), {}):
             last = path[-1] if path else ""
-            # a namespaced object's selector with no namespace selector beside it means its own namespace
-            confined = namespace if isinstance(namespace, str) and "namespaceSelector" not in parent else None
-            if calico and last in ("selector", "notSelector"):
-                if str(parent.get("namespaceSelector", "")).strip() == "global()":
+            scope: NsScope = None
+            if last in _POD_SELECTORS:
+                if calico and str(parent.get("namespaceSelector", "")).strip() == "global()":
                     continue  # only non-namespaced resources (network sets): no pod is told apart by it
-                for k, v in _calico_atoms(value):
-                    m.object_atom(confined, k, v)
+                scope = _object_scope(parent, namespace, calico)  # where the selector can apply
+            if calico and last in ("selector", "notSelector"):
+                for term in _calico_terms(value):
+                    m.object_selector(scope, term)
             elif calico and last == "namespaceSelector":
-                for k, v in _calico_atoms(value):
-                    m.ns_space.mention(NAMESPACE_NAME_LABEL if k == _CALICO_NS_NAME else k, v)
+                for r in _calico_literals(value):
+                    key = NAMESPACE_NAME_LABEL if r.key == _CALICO_NS_NAME else r.key
+                    m.ns_space.mention(key)
+                    for v in r.values:
+                        m.ns_space.mention(key, v)
             elif last in ("podSelector", "endpointSelector", "fromEndpoints", "toEndpoints"):
                 for sel in value if isinstance(value, list) else [value]:
-                    atoms = list(_label_selector_atoms(sel))
                     if cilium:
-                        names_namespace = any(_plain(k) == _CILIUM_NS for k, _ in atoms)
-                        for k, v in atoms:
-                            key = _plain(k)
-                            if key == _CILIUM_NS:
-                                m.ns_space.mention(NAMESPACE_NAME_LABEL, v)
-                            elif key.startswith(_CILIUM_NS_LABELS):
-                                m.ns_space.mention(key[len(_CILIUM_NS_LABELS):], v)
-                            elif not key.startswith("reserved:"):
-                                m.object_atom(None if names_namespace else confined, key, v)
+                        _cilium_selector(m, sel, scope)
                     else:
-                        for k, v in atoms:
-                            m.object_atom(confined, k, v)
+                        for term in _label_selector(sel):
+                            m.object_selector(scope, term)
             elif last == "namespaceSelector":
-                for k, v in _label_selector_atoms(value):
-                    m.ns_space.mention(k, v)
+                for term in _label_selector(value):
+                    for r in term:
+                        m.ns_space.mention(r.key)
+                        for v in r.values:
+                            m.ns_space.mention(r.key, v)
             elif last in ("cidr", "except", "nets", "notNets", "toCIDR", "fromCIDR"):
                 for text in value if isinstance(value, list) else [value]:
                     if isinstance(text, str):
@@ -407,6 +576,28 @@ def mentions_of_objects(objects: Iterable[Mapping[str, Any]], m: Mentions) -> No
             elif not calico and last in ("ports", "notPorts") and isinstance(value, list):
                 for item in value:
                     _object_port(m, item)
+
+
+def _cilium_selector(m: Mentions, selector: Any, confined: NsScope) -> None:
+    """A Cilium endpoint selector: its namespace requirements (the namespace's name and labels) split the
+    namespaces and say where the rest, a pod selector, applies; without them it applies where the policy
+    does (Cilium adds the policy's namespace; a superset of the namespaces is always safe)."""
+    requirements, known = _label_requirements(selector)
+    pod_part: list[ir.Requirement] = []
+    ns_part: list[ir.Requirement] = []
+    for r in requirements:
+        key = _plain(r.key)
+        if key == _CILIUM_NS or key.startswith(_CILIUM_NS_LABELS):
+            ns_key = NAMESPACE_NAME_LABEL if key == _CILIUM_NS else key[len(_CILIUM_NS_LABELS):]
+            ns_part.append(ir.Requirement(ns_key, r.operator, r.values))
+            m.ns_space.mention(ns_key)
+            for v in r.values:
+                m.ns_space.mention(ns_key, v)
+        elif not key.startswith("reserved:"):
+            pod_part.append(ir.Requirement(key, r.operator, r.values))
+    scope = None if not known else _namespace_scope(ns_part) if ns_part else confined
+    for term in [pod_part] if known else _atomised(pod_part):
+        m.object_selector(scope, term)
 
 
 def _object_port(m: Mentions, item: Any, rule_protocol: Protocol | None = None) -> None:
@@ -475,7 +666,6 @@ def build(programs: ir.Program | Sequence[ir.Program],
         for net in program.pod_networks:
             m.network(net)
             m.pod_networks.append(net)
-    m.program_atoms = _atoms_of(s for _, s in m.pod_selectors)
     for objects in (objects_by_target or {}).values():
         mentions_of_objects(objects, m)
     # pods are named after the services of the last program (diff: NEW), else of any
@@ -526,24 +716,11 @@ def too_large(exc: TooLargeError, what: str) -> Diagnostic:
 def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str], budget: int = MAX_ENDPOINTS) -> list[dict[str, str]]:
     space = m.pod_space
     cells: list[Cell] = [{}]
-    seen: set[ir.Selector] = set()
-    relevant: list[ir.Selector] = []
-    for scope, selector in m.pod_selectors:
-        if selector in seen or (scope is not None and not scope(name, labels)):
-            continue
-        seen.add(selector)
-        relevant.append(selector)
-    # Atoms the objects test that the program does not (none for correct output) split on their own:
-    # a namespace's own atoms against the program's selectors for it, the unconfined ones against all.
-    here = _atoms_of(relevant)
-    confined: tuple[tuple[str | None, set[tuple[str, str | None]]], ...] = ((name, here), (None, m.program_atoms))
-    for where, known in confined:
-        for key, values in m.object_atoms.get(where, {}).items():
-            for v in sorted(values, key=lambda x: (x is not None, x or "")):
-                if (key, v) not in known:
-                    relevant.append(ir.Selector.of(
-                        [ir.Requirement(key, ir.Operator.IN, (v,)) if v is not None
-                         else ir.Requirement(key, ir.Operator.EXISTS)]))
+    # the program's selectors that can apply here, then the objects' confined here or not confined:
+    # every selector any evaluator may apply to a pod of this namespace (duplicates cost nothing)
+    candidates = [selector for scope, selector in m.pod_selectors if scope is None or scope(name, labels)]
+    candidates += [selector for scope, selector in m.object_selectors if scope is None or scope(name, labels)]
+    relevant = list(dict.fromkeys(s for s in candidates if not s.is_everything))
     for selector in relevant:
         constraint = space.constraint(selector)
         if constraint is not None:
@@ -551,15 +728,6 @@ def _pod_cells(m: Mentions, name: str, labels: Mapping[str, str], budget: int = 
             if len(cells) > budget:  # refuse as soon as it is too large, not after building it all
                 raise TooLargeError(f"more than {MAX_ENDPOINTS} endpoint classes")
     return [example(c, space) for c in cells]
-
-
-def _atoms_of(selectors: Iterable[ir.Selector]) -> set[tuple[str, str | None]]:
-    out: set[tuple[str, str | None]] = set()
-    for s in selectors:
-        for r in s.requirements:
-            out.add((r.key, None))
-            out.update((r.key, v) for v in r.values)
-    return out
 
 
 def _probes(m: Mentions) -> tuple[Probe, ...]:

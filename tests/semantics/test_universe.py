@@ -348,3 +348,52 @@ def test_an_isolations_subject_splits_the_pods_of_its_namespace() -> None:
     reached = {p.labels.get("app"): semantics.decide(Connection(p, p, Protocol.TCP, 80)).allowed for p in pods}
     assert reached.pop("web") is False
     assert reached and all(reached.values())  # pods web does not select exist, and are not isolated
+
+
+# ------------------------------------------------------------------------------------------ regressions
+# Each is a planted bug the class topology once proved away: the objects' selectors were split only
+# by the atoms the program does not test, so a selector of the objects made of the program's atoms in
+# a new combination, or applied in other namespaces than the program's, had no class of its own.
+
+SUPERSET = "namespace prod {\n  service ui = app, legacy, role\n  ui accepts pods[app], pods[app, legacy, role]\n}\n"
+# The second peer, read the other way round on `app`: pods with legacy and role but no app get in.
+WRONG_PEER = {
+    "vanilla": lambda objects: objects[0]["spec"]["ingress"][0]["from"][1]["podSelector"]["matchExpressions"][0]
+    .update(operator="DoesNotExist"),
+    "calico": lambda objects: objects[0]["spec"]["ingress"][1]["source"]
+    .update(selector="!(has(app) || !has(legacy) || !has(role))"),  # the same, negated and in DNF
+    "cilium": lambda objects: objects[0]["spec"]["ingress"][0]["fromEndpoints"][1]["matchExpressions"][0]
+    .update(operator="DoesNotExist"),
+}
+
+
+@pytest.mark.parametrize("target", ["vanilla", "calico", "cilium"])
+def test_a_selector_of_the_objects_is_split_by_as_a_whole(target: str) -> None:
+    """The mutated peer `!app, legacy, role` is made of atoms the program tests, in a combination no
+    program selector has: the topology needs a pod of that class to see the difference."""
+    result = compile_paths_text(SUPERSET, target)
+    assert result.ok and result.program is not None
+    objects = [copy.deepcopy(m.body) for m in result.manifests]
+    assert prove(result.program, target, objects).holds
+    WRONG_PEER[target](objects)
+    if target == "vanilla":
+        assert brute_differs(result.program, objects)
+    proof = prove(result.program, target, objects)
+    assert not proof.holds
+    src = proof.counterexamples[0].src
+    assert isinstance(src, Pod) and "app" not in src.labels and {"legacy", "role"} <= set(src.labels)
+
+
+def test_a_selector_of_the_objects_applies_in_the_namespaces_its_namespace_selector_admits() -> None:
+    """`allow dns` with the namespace selector dropped: kube-dns pods of every namespace get in. The
+    program tests k8s-app=kube-dns only in kube-system; the objects' selector applies everywhere."""
+    result = compile_paths_text("namespace prod {\n  service api = app=api\n  allow dns\n}\n", "vanilla")
+    assert result.ok and result.program is not None
+    objects = [copy.deepcopy(m.body) for m in result.manifests]
+    peer = objects[0]["spec"]["egress"][0]["to"][0]
+    assert peer["namespaceSelector"]["matchLabels"].pop(ir.NAMESPACE_NAME_LABEL) == "kube-system"
+    assert brute_differs(result.program, objects)
+    proof = prove(result.program, "vanilla", objects)
+    assert not proof.holds
+    dst = proof.counterexamples[0].dst
+    assert isinstance(dst, Pod) and dst.namespace != "kube-system" and dst.labels.get("k8s-app") == "kube-dns"
