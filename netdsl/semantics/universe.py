@@ -6,12 +6,23 @@ non-pod identity - is a finite combination of atoms that the program and the emi
 Endpoints alike in every atom get the same verdict from every evaluator, so one representative per
 non-empty class (cell) decides for all of its members, in every cluster:
 
-* namespaces: the cells of every namespace selector (by name or labels, from the program and from the
-  objects), each with labels that satisfy exactly that cell; one name with several label sets becomes
-  several variants of that namespace (Pod.variant);
-* pods: per namespace cell, the cells of the pod selectors that can apply in that namespace, each pod
-  standing for any number of replicas (a pod's connection to itself is replica-to-replica traffic)
-  and for every binding of its named ports;
+* namespaces: every label atom any namespace selector mentions (program or objects: each value of a
+  key, the key's presence, the name) splits the namespaces on its own, so the namespace cells are the
+  full product of the atoms - uniform for any boolean combination of them, whichever selectors the
+  objects write - and the program's namespace selectors refine them further; each cell gets labels
+  that satisfy exactly it; one name with several label sets becomes several variants of that
+  namespace (Pod.variant);
+* pods: per namespace cell, the cells of every pod selector that can apply there, refined by each as a
+  whole (a cell ends up inside or outside each): the program's (services, `isolate for` subjects,
+  rule subjects, peers, expectations) with the namespaces they apply in, and the objects' - every
+  podSelector, endpointSelector, fromEndpoints/toEndpoints and Calico selector/notSelector, mutated or
+  not - in the namespaces its namespace selector admits (beside none: the object's namespace; a
+  cluster-wide object: all). A Calico expression refines by each term of its disjunctive normal form
+  (negation pushed into the literals): inside or outside every term is inside or outside the
+  expression. What cannot be read so (an unknown operator, a Calico selector that does not parse or
+  has more than MAX_DNF_TERMS terms) refines by each of its atoms alone, which decides any
+  combination of them. Each pod stands for any number of replicas (a pod's connection to itself is
+  replica-to-replica traffic) and for every binding of its named ports;
 * externals: one address per interval between CIDR boundaries, DNS names inside and outside each FQDN
   pattern, and the target's own identities (NON_POD_BY_TARGET);
 * probes: one port per protocol and interval between port boundaries, and each again with each set
@@ -20,6 +31,15 @@ non-empty class (cell) decides for all of its members, in every cluster:
 A difference found over the class topology is a real counterexample (each representative is a
 concrete, possible pod); no difference means none in any cluster. Label values no selector mentions
 are represented by one fresh value per key ("other"), absent labels by absence.
+
+Why that is complete: an evaluator tests a pod only through the selectors of the program or of the
+objects that apply in its namespace (plus the namespace's labels, its named ports and its address,
+which the other classes cover). Two pods of one cell are inside or outside each of those selectors
+alike - each refined the cell, and a refinement leaves every part entirely inside or entirely outside
+(past MAX_DISJOINT_KEYS the outside parts overlap, but each still lies outside) - so every evaluator
+treats them alike. A selector left out would break this even when made only of atoms others mention:
+a mutated `!app, legacy, role` has no class among the cells of `app, legacy, role` alone. Applying a
+selector in more namespaces than it can apply in only costs cells; in fewer would lose classes.
 
 Limits (documented in the README): several named ports bound to the same number on one pod are
 covered for up to MAX_NAME_SUBSETS names per protocol (beyond that: each alone, and all together);
