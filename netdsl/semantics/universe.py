@@ -59,7 +59,8 @@ from typing import Any
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, error
 from netdsl.ir import NAMESPACE_NAME_LABEL, Protocol
-from netdsl.semantics.calico import SelectorError, _tokens, parse_selector
+from netdsl.semantics import calico
+from netdsl.semantics.calico import SelectorError, parse_selector
 from netdsl.semantics.cilium import _plain
 from netdsl.semantics.matrix import Probe, probe_names
 from netdsl.semantics.model import External, Pod, Topology
@@ -431,98 +432,35 @@ Dnf = list[frozenset[ir.Requirement]]
 
 
 def _calico_dnf(text: str) -> Dnf:
-    tokens = _tokens(text)
-    pos = 0
+    """The selector as Calico reads it (calico.parse), in disjunctive normal form."""
+    return _dnf(calico.parse(text), True, text)
 
-    def peek() -> str | None:
-        return tokens[pos] if pos < len(tokens) else None
 
-    def take(expected: str | None = None) -> str:
-        nonlocal pos
-        tok = peek()
-        if tok is None or (expected is not None and tok != expected):
-            raise SelectorError(f"expected {expected or 'a token'} in {text!r}, found {tok!r}")
-        pos += 1
-        return tok
+_COMPARE = {"==": ir.Operator.IN, "in": ir.Operator.IN, "!=": ir.Operator.NOT_IN, "not in": ir.Operator.NOT_IN}
 
-    def value() -> str:
-        tok = take()
-        if len(tok) >= 2 and tok[0] in "'\"" and tok[-1] == tok[0]:
-            return tok[1:-1]
-        raise SelectorError(f"expected a quoted value in {text!r}, found {tok!r}")
 
-    def values() -> tuple[str, ...]:
-        take("{")
-        out: set[str] = set()
-        while peek() != "}":
-            out.add(value())
-            if peek() == ",":
-                take(",")
-        take("}")
-        return tuple(sorted(out))
-
-    def both(parts: list[Dnf]) -> Dnf:
+def _dnf(expr: calico.Expr, positive: bool, text: str) -> Dnf:
+    """The terms of `expr` (of its negation unless `positive`): !(a && b) = !a || !b."""
+    if isinstance(expr, (calico.All, calico.Global)):  # true for pods
+        return [frozenset()] if positive else []
+    if isinstance(expr, calico.Not):
+        return _dnf(expr.operand, not positive, text)
+    if isinstance(expr, (calico.Has, calico.Compare)):
+        r = (ir.Requirement(expr.key, ir.Operator.EXISTS) if isinstance(expr, calico.Has)
+             else ir.Requirement(expr.key, _COMPARE[expr.op], expr.values))
+        return [frozenset({r if positive else ir.Requirement(r.key, _NEGATION[r.operator], r.values)})]
+    parts = [_dnf(part, positive, text) for part in expr.parts]
+    if isinstance(expr, calico.And) == positive:  # a conjunction of terms: every combination
         terms: Dnf = [frozenset()]
         for part in parts:
             terms = list(dict.fromkeys(t | u for t in terms for u in part))
             if len(terms) > MAX_DNF_TERMS:
                 raise _TooManyTermsError(text)
         return terms
-
-    def either(parts: list[Dnf]) -> Dnf:
-        terms = list(dict.fromkeys(t for part in parts for t in part))
-        if len(terms) > MAX_DNF_TERMS:
-            raise _TooManyTermsError(text)
-        return terms
-
-    def atom(positive: bool) -> Dnf:
-        tok = take()
-        if tok == "(":
-            inner = disjunction(positive)
-            take(")")
-            return inner
-        if tok == "!":
-            return atom(not positive)
-        if tok in ("all", "global", "has"):
-            take("(")
-            if tok == "all" or tok == "global":
-                take(")")
-                return [frozenset()] if positive else []
-            r = ir.Requirement(take(), ir.Operator.EXISTS)
-            take(")")
-        else:
-            op = take()
-            if op == "==":
-                r = ir.Requirement(tok, ir.Operator.IN, (value(),))
-            elif op == "!=":
-                r = ir.Requirement(tok, ir.Operator.NOT_IN, (value(),))
-            elif op == "in":
-                r = ir.Requirement(tok, ir.Operator.IN, values())
-            elif op == "not" and peek() == "in":
-                take("in")
-                r = ir.Requirement(tok, ir.Operator.NOT_IN, values())
-            else:
-                raise SelectorError(f"unsupported operator {op!r} in {text!r}")
-        return [frozenset({r if positive else ir.Requirement(r.key, _NEGATION[r.operator], r.values)})]
-
-    def conjunction(positive: bool) -> Dnf:  # !(a && b) = !a || !b
-        parts = [atom(positive)]
-        while peek() == "&&":
-            take("&&")
-            parts.append(atom(positive))
-        return both(parts) if positive else either(parts)
-
-    def disjunction(positive: bool) -> Dnf:
-        parts = [conjunction(positive)]
-        while peek() == "||":
-            take("||")
-            parts.append(conjunction(positive))
-        return either(parts) if positive else both(parts)
-
-    result = disjunction(True)
-    if peek() is not None:
-        raise SelectorError(f"unexpected {peek()!r} in {text!r}")
-    return result
+    terms = list(dict.fromkeys(t for part in parts for t in part))
+    if len(terms) > MAX_DNF_TERMS:
+        raise _TooManyTermsError(text)
+    return terms
 
 
 def _calico_literals(text: Any) -> Iterator[ir.Requirement]:
