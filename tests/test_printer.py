@@ -85,7 +85,9 @@ def _comment_neighbours(text: str) -> Counter[tuple[str, str]]:
     for c in _parse(text).comments:
         lines = text.split("\n")[: c.span.line]
         lines[-1] = lines[-1][: c.span.column - 1]
-        code = " ".join(re.sub(r"#.*", "", ln) for ln in lines).replace(";", " ").split()
+        # the parentheses of a single `except (x)` are the printer's to drop: not a word a comment follows
+        code = " ".join(re.sub(r"#.*", "", ln) for ln in lines).replace(";", " ")
+        code = re.sub(r"\(\s*([^\s,()]+)\s*\)", r"\1", code).split()
         out[(c.text, code[-1][-1] if code else "")] += 1
     return out
 
