@@ -105,24 +105,32 @@ class _WorkloadIndex:
         return sorted(candidates, key=self.order.__getitem__)
 
 
+_Allowed = tuple[tuple[ir.Peer, ...], bool, "frozenset[ir.PortMatch] | None"]
+
+
 class _Coverage:
     """Answers "does an explicit rule already allow this?", so that the other half of a flow is not
     emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2)."""
 
     def __init__(self, rules: list[ir.Rule]) -> None:
-        self.by_subject: dict[tuple[object, ...], list[ir.Rule]] = {}
+        # per subject: each allow rule's peers, whether one is `anywhere`, and its ports as a set (None:
+        # every port), computed once rather than at every question
+        self.by_subject: dict[tuple[object, ...], list[_Allowed]] = {}
         for r in rules:
             if r.action is ir.Action.ALLOW:
-                self.by_subject.setdefault(self.key(r), []).append(r)
+                anywhere = any(isinstance(p, ir.AnyPeer) for p in r.peers)
+                self.by_subject.setdefault(self.key(r), []).append(
+                    (r.peers, anywhere, frozenset(r.ports) if r.ports else None))
 
     @staticmethod
     def key(r: ir.Rule) -> tuple[object, ...]:
         return (r.subject.namespace, r.subject.cluster, r.subject.selector, r.direction, r.tier)
 
-    def covers(self, new: ir.Rule) -> bool:
-        for r in self.by_subject.get(self.key(new), ()):
-            peers_ok = all(p in r.peers for p in new.peers) or any(isinstance(p, ir.AnyPeer) for p in r.peers)
-            ports_ok = not r.ports or (bool(new.ports) and set(new.ports) <= set(r.ports))
+    def covers(self, new: ir.Rule, new_ports: frozenset[ir.PortMatch]) -> bool:
+        """new_ports: frozenset(new.ports)."""
+        for peers, anywhere, ports in self.by_subject.get(self.key(new), ()):
+            peers_ok = anywhere or all(p in peers for p in new.peers)
+            ports_ok = ports is None or (bool(new_ports) and new_ports <= ports)
             if peers_ok and ports_ok:
                 return True
         return False
@@ -198,6 +206,9 @@ class Halves(LoweringState):
         seen = {rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
+        # Equal rules have equal spans: only a rule with one of these spans can be a key of half_peers
+        # (hashing every rule to look it up is a tenth of lowering).
+        half_spans = {r.span for r in self.half_peers}
         # Every rule a statement made, also those deduplicated away, with the peers as written: a
         # simplification of the emitted rules never loses an other half.
         for rule in self.rules:
@@ -206,7 +217,8 @@ class Halves(LoweringState):
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
-            for peer in self.half_peers.get(rule, rule.peers):
+            ports = frozenset(rule.ports)
+            for peer in self.half_peers.get(rule, rule.peers) if rule.span in half_spans else rule.peers:
                 for ns, pods, only_if in self.peer_pods(rule, peer, covered_anywhere):
                     where = here if only_if is None else only_if
                     back = ir.PodPeer(where, rule.subject.selector, peer_label(rule.subject))
@@ -215,7 +227,7 @@ class Halves(LoweringState):
                             new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
                                           derived=True, tier=tier)
                             key = rule_key(new)
-                            if key not in seen and not covered.covers(new):
+                            if key not in seen and not covered.covers(new, ports):
                                 seen.add(key)
                                 derived.append(new)
         return derived

@@ -112,6 +112,7 @@ class NetdslServer(LanguageServer):
         def background() -> None:
             if self.stale(directory, snap):
                 return
+            snap.index  # noqa: B018 (names for hovers, definitions, completion)
             snap.objects(target)
             if self.stale(directory, snap):
                 return
