@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from netdsl import ir
 from netdsl.ir import Direction, Selector, Workload
@@ -105,22 +106,37 @@ class _WorkloadIndex:
         return sorted(candidates, key=self.order.__getitem__)
 
 
-_Allowed = tuple[tuple[ir.Peer, ...], bool, "frozenset[ir.PortMatch] | None"]
+_Ports = frozenset[ir.PortMatch] | None  # an allow rule's ports as a set; None: every port
+
+
+@dataclass
+class _Allowing:
+    """The allow rules of one subject, direction and tier, for _Coverage: each rule's peers and ports,
+    found by one of its peers (or among those that allow `anywhere`)."""
+
+    anywhere: list[_Ports] = field(default_factory=list)
+    by_peer: dict[ir.Peer, list[tuple[tuple[ir.Peer, ...], _Ports]]] = field(default_factory=dict)
+    every: list[_Ports] = field(default_factory=list)
 
 
 class _Coverage:
     """Answers "does an explicit rule already allow this?", so that the other half of a flow is not
-    emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2)."""
+    emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2). A rule R covers NEW
+    when they have the same subject, direction and tier, R allows `anywhere` or every peer of NEW, and R
+    allows every port (or NEW names ports, all of them R's)."""
 
     def __init__(self, rules: list[ir.Rule]) -> None:
-        # per subject: each allow rule's peers, whether one is `anywhere`, and its ports as a set (None:
-        # every port), computed once rather than at every question
-        self.by_subject: dict[tuple[object, ...], list[_Allowed]] = {}
+        self.by_subject: dict[tuple[object, ...], _Allowing] = {}
         for r in rules:
-            if r.action is ir.Action.ALLOW:
-                anywhere = any(isinstance(p, ir.AnyPeer) for p in r.peers)
-                self.by_subject.setdefault(self.key(r), []).append(
-                    (r.peers, anywhere, frozenset(r.ports) if r.ports else None))
+            if r.action is not ir.Action.ALLOW:
+                continue
+            entry = self.by_subject.setdefault(self.key(r), _Allowing())
+            ports = frozenset(r.ports) if r.ports else None
+            entry.every.append(ports)
+            if any(isinstance(p, ir.AnyPeer) for p in r.peers):
+                entry.anywhere.append(ports)
+            for p in dict.fromkeys(r.peers):
+                entry.by_peer.setdefault(p, []).append((r.peers, ports))
 
     @staticmethod
     def key(r: ir.Rule) -> tuple[object, ...]:
@@ -128,12 +144,19 @@ class _Coverage:
 
     def covers(self, new: ir.Rule, new_ports: frozenset[ir.PortMatch]) -> bool:
         """new_ports: frozenset(new.ports)."""
-        for peers, anywhere, ports in self.by_subject.get(self.key(new), ()):
-            peers_ok = anywhere or all(p in peers for p in new.peers)
-            ports_ok = ports is None or (bool(new_ports) and new_ports <= ports)
-            if peers_ok and ports_ok:
-                return True
-        return False
+        entry = self.by_subject.get(self.key(new))
+        if entry is None:
+            return False
+
+        def ports_ok(ports: _Ports) -> bool:
+            return ports is None or (bool(new_ports) and new_ports <= ports)
+
+        if not new.peers:  # no peer to miss: any rule of the subject whose ports fit
+            return any(ports_ok(ports) for ports in entry.every)
+        if any(ports_ok(ports) for ports in entry.anywhere):
+            return True
+        return any(all(p in peers for p in new.peers[1:]) and ports_ok(ports)
+                   for peers, ports in entry.by_peer.get(new.peers[0], ()))
 
 
 def _name_is(name: str) -> Selector:
