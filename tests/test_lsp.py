@@ -250,3 +250,19 @@ async def test_without_pygls_names_the_extra(tmp_path: Path) -> None:
                          timeout=60)
     assert run.returncode == 1
     assert "netdsl[lsp]" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_expectations_and_semantic_lints_come_later(tmp_path: Path) -> None:
+    """Parse and lowering diagnostics are ready at once; failed expectations (they build every target)
+    only from the snapshot's late pass, and the target's objects only on request."""
+    from netdsl.lsp.state import Programs
+
+    app = tmp_path / "app.seg"
+    app.write_text(APP + "expect shop/web -> shop/api:22 allowed\n", encoding="utf-8")
+    snap = Programs().snapshot(str(app), {})
+    assert [d.code for d in snap.diagnostics] == [] and snap.late is None
+    assert snap.ready_objects("vanilla") is None
+    assert [d.code for d in snap.late_diagnostics()] == ["expectation"]
+    assert [d.code for d in snap.by_file()[str(app)]] == ["expectation"]
+    rules, _isolations = snap.at_line(str(app), 5)
+    assert [(r.subject.name, r.derived) for r in rules] == [("api", False), ("web", True)]

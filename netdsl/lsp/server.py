@@ -43,7 +43,7 @@ from netdsl.source import SourceFile, Span
 log = logging.getLogger("netdsl.lsp")
 
 DEBOUNCE = 0.25  # seconds of quiet after a change before the program is checked again
-HOVER_WAIT = 1.0  # seconds a hover waits for the target's objects before it answers without them
+HOVER_WAIT = 0.5  # seconds a hover waits for the target's objects before it answers without them
 
 KEYWORDS = (
     "namespace", "cluster", "tier", "order", "otherwise", "isolate", "ingress", "egress", "for", "allow", "dns",
