@@ -126,17 +126,26 @@ class _Coverage:
     allows every port (or NEW names ports, all of them R's)."""
 
     def __init__(self, rules: list[ir.Rule]) -> None:
-        self.by_subject: dict[tuple[object, ...], _Allowing] = {}
+        self.rules: dict[tuple[object, ...], list[ir.Rule]] = {}
         for r in rules:
-            if r.action is not ir.Action.ALLOW:
-                continue
-            entry = self.by_subject.setdefault(self.key(r), _Allowing())
-            ports = frozenset(r.ports) if r.ports else None
-            entry.every.append(ports)
-            if any(isinstance(p, ir.AnyPeer) for p in r.peers):
-                entry.anywhere.append(ports)
-            for p in dict.fromkeys(r.peers):
-                entry.by_peer.setdefault(p, []).append((r.peers, ports))
+            if r.action is ir.Action.ALLOW:
+                self.rules.setdefault(self.key(r), []).append(r)
+        self.by_subject: dict[tuple[object, ...], _Allowing] = {}  # built for a subject when first asked
+
+    def allowing(self, key: tuple[object, ...]) -> _Allowing | None:
+        if key not in self.by_subject:
+            rules = self.rules.get(key)
+            if rules is None:
+                return None
+            entry = self.by_subject[key] = _Allowing()
+            for r in rules:
+                ports = frozenset(r.ports) if r.ports else None
+                entry.every.append(ports)
+                if any(isinstance(p, ir.AnyPeer) for p in r.peers):
+                    entry.anywhere.append(ports)
+                for p in dict.fromkeys(r.peers):
+                    entry.by_peer.setdefault(p, []).append((r.peers, ports))
+        return self.by_subject[key]
 
     @staticmethod
     def key(r: ir.Rule) -> tuple[object, ...]:
@@ -144,7 +153,7 @@ class _Coverage:
 
     def covers(self, new: ir.Rule, new_ports: frozenset[ir.PortMatch]) -> bool:
         """new_ports: frozenset(new.ports)."""
-        entry = self.by_subject.get(self.key(new))
+        entry = self.allowing(self.key(new))
         if entry is None:
             return False
 
