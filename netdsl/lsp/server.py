@@ -34,7 +34,7 @@ from netdsl import __version__, ir, parse
 from netdsl.backends import backend_names
 from netdsl.diagnostics import Diagnostic, Severity
 from netdsl.fmt import format_source
-from netdsl.lsp.meaning import Objects, describe, emitted
+from netdsl.lsp.meaning import MAX_SHOWN, Objects, describe, emitted
 from netdsl.lsp.positions import UTF8, UTF16, UTF32, from_client, to_client
 from netdsl.lsp.state import Programs, Snapshot, absolute
 from netdsl.lsp.symbols import Key, Occurrence, Outline, blocks, outline, scope_of, selector_text
@@ -117,8 +117,9 @@ class NetdslServer(LanguageServer):
             if self.stale(directory, snap):
                 return
             snap.late_diagnostics()
-            loop.call_soon_threadsafe(lambda: _guard("diagnostics", lambda: self.send_if_latest(directory, snap),
-                                                     self))
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
+                loop.call_soon_threadsafe(
+                    lambda: _guard("diagnostics", lambda: self.send_if_latest(directory, snap), self))
 
         self.worker.submit(_guard, "background", background, None)
 
@@ -361,8 +362,10 @@ def statement_hover(ls: NetdslServer, snap: Snapshot, span: Span, objects: Objec
     flagged = [d for d in [*snap.diagnostics, *(late or [])]
                if d.span is not None and d.span.path == span.path and span.line <= d.span.line <= span.end_line]
     if flagged:
-        parts.append("**check**:\n" + "\n".join(
-            f"- {d.severity.value} [{d.code}]: {d.message}" for d in flagged))
+        shown = [f"- {d.severity.value} [{d.code}]: {d.message}" for d in flagged[:MAX_SHOWN]]
+        if len(flagged) > MAX_SHOWN:
+            shown.append(f"- ... and {len(flagged) - MAX_SHOWN} more")
+        parts.append("**check**:\n" + "\n".join(shown))
     if late is None:
         parts.append("_(the semantic checks are still running)_")
     return "\n\n---\n\n".join(parts)
