@@ -221,9 +221,12 @@ def check(paths: Sequence[str], stdin: bytes | None = None) -> Result:
 
 
 def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = (),
-                parse_file: Callable[[SourceFile], tuple[Module | None, list[Diagnostic]]] = parse) -> Result:
+                parse_file: Callable[[SourceFile], tuple[Module | None, list[Diagnostic]]] = parse,
+                expectations: bool = True) -> Result:
     """`check` for sources already read (diags: what reading them reported). parse_file: `parse`, or one
-    that remembers unchanged files' trees (the language server reparses only the file that changed)."""
+    that remembers unchanged files' trees (the language server reparses only the file that changed).
+    expectations=False leaves the `expect` statements unchecked (the language server checks them later,
+    in the background: they compile every target)."""
     result = Result()
     result.diagnostics.extend(diags)
     result.sources = {f.path: f for f in files}
@@ -248,7 +251,7 @@ def check_files(files: Sequence[SourceFile], diags: Sequence[Diagnostic] = (),
     result.diagnostics.extend(diags)
     if result.ok:
         result.program = program
-        if program.expectations:
+        if program.expectations and expectations:
             result.diagnostics.extend(check_expectations(program, emitted_by_every_target(program)))
     return result
 

@@ -159,12 +159,28 @@ async def test_hover_on_name_and_statement(client: LanguageClient, program: Path
     got = await client.text_document_hover_async(types.HoverParams(text_document=doc(app), position=at(3, 2)))
     assert got is not None and isinstance(got.contents, types.MarkupContent)
     assert "service" in got.contents.value and "app=web" in got.contents.value
-    # on the statement (the keyword `accepts`): the vanilla object and rule, and what it allows
+    # on the statement (the keyword `accepts`): the vanilla object and rule, and what it allows in words
     got = await client.text_document_hover_async(types.HoverParams(text_document=doc(app), position=at(4, 7)))
     assert got is not None and isinstance(got.contents, types.MarkupContent)
     text = got.contents.value
     assert "NetworkPolicy" in text and "`shop/api`" in text and "9090" in text, text
-    assert "Allows" in text and "shop/web -> shop/api" in text and "9090/tcp" in text, text
+    assert "allows ingress `shop/web` -> `shop/api` on 9090/tcp" in text, text
+    assert "other half at `shop/web`: allows egress `shop/web` -> `shop/api` on 9090/tcp" in text, text
+
+
+async def test_hover_says_what_check_flags(client: LanguageClient, tmp_path: Path) -> None:
+    lone = tmp_path / "twice.seg"
+    text = ("namespace a {\n  isolate\n  isolate\n  service x = app=x\n"
+            "  x accepts cidr 10.0.0.0/8 on 80 http GET /api\n}\n")
+    await open_doc(client, lone, text)
+    assert "redundant" in [d.code for d in await diagnostics_for(client, lone, want=True)]
+    got = await client.text_document_hover_async(types.HoverParams(text_document=doc(lone), position=at(2, 3)))
+    assert got is not None and isinstance(got.contents, types.MarkupContent)
+    assert "warning [redundant]: namespace `a` is already isolated" in got.contents.value, got.contents.value
+    got = await client.text_document_hover_async(types.HoverParams(text_document=doc(lone), position=at(4, 5)))
+    assert got is not None and isinstance(got.contents, types.MarkupContent)
+    assert ("allows ingress cidr `10.0.0.0/8` -> `a/x` on 80/tcp (HTTP: GET path ~ `/api`)"
+            in got.contents.value), got.contents.value
 
 
 async def test_completion(client: LanguageClient, program: Path) -> None:
@@ -234,3 +250,19 @@ async def test_without_pygls_names_the_extra(tmp_path: Path) -> None:
                          timeout=60)
     assert run.returncode == 1
     assert "netdsl[lsp]" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_expectations_and_semantic_lints_come_later(tmp_path: Path) -> None:
+    """Parse and lowering diagnostics are ready at once; failed expectations (they build every target)
+    only from the snapshot's late pass, and the target's objects only on request."""
+    from netdsl.lsp.state import Programs
+
+    app = tmp_path / "app.seg"
+    app.write_text(APP + "expect shop/web -> shop/api:22 allowed\n", encoding="utf-8")
+    snap = Programs().snapshot(str(app), {})
+    assert [d.code for d in snap.diagnostics] == [] and snap.late is None
+    assert snap.ready_objects("vanilla") is None
+    assert [d.code for d in snap.late_diagnostics()] == ["expectation"]
+    assert [d.code for d in snap.by_file()[str(app)]] == ["expectation"]
+    rules, _isolations = snap.at_line(str(app), 5)
+    assert [(r.subject.name, r.derived) for r in rules] == [("api", False), ("web", True)]

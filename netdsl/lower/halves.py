@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from netdsl import ir
 from netdsl.ir import Direction, Selector, Workload
@@ -105,27 +106,66 @@ class _WorkloadIndex:
         return sorted(candidates, key=self.order.__getitem__)
 
 
+_Ports = frozenset[ir.PortMatch] | None  # an allow rule's ports as a set; None: every port
+
+
+@dataclass
+class _Allowing:
+    """The allow rules of one subject, direction and tier, for _Coverage: each rule's peers and ports,
+    found by one of its peers (or among those that allow `anywhere`)."""
+
+    anywhere: list[_Ports] = field(default_factory=list)
+    by_peer: dict[ir.Peer, list[tuple[tuple[ir.Peer, ...], _Ports]]] = field(default_factory=dict)
+    every: list[_Ports] = field(default_factory=list)
+
+
 class _Coverage:
     """Answers "does an explicit rule already allow this?", so that the other half of a flow is not
-    emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2)."""
+    emitted where the user wrote it by hand (as the seed does in §6.1 and §6.2). A rule R covers NEW
+    when they have the same subject, direction and tier, R allows `anywhere` or every peer of NEW, and R
+    allows every port (or NEW names ports, all of them R's)."""
 
     def __init__(self, rules: list[ir.Rule]) -> None:
-        self.by_subject: dict[tuple[object, ...], list[ir.Rule]] = {}
+        self.rules: dict[tuple[object, ...], list[ir.Rule]] = {}
         for r in rules:
             if r.action is ir.Action.ALLOW:
-                self.by_subject.setdefault(self.key(r), []).append(r)
+                self.rules.setdefault(self.key(r), []).append(r)
+        self.by_subject: dict[tuple[object, ...], _Allowing] = {}  # built for a subject when first asked
+
+    def allowing(self, key: tuple[object, ...]) -> _Allowing | None:
+        if key not in self.by_subject:
+            rules = self.rules.get(key)
+            if rules is None:
+                return None
+            entry = self.by_subject[key] = _Allowing()
+            for r in rules:
+                ports = frozenset(r.ports) if r.ports else None
+                entry.every.append(ports)
+                if any(isinstance(p, ir.AnyPeer) for p in r.peers):
+                    entry.anywhere.append(ports)
+                for p in dict.fromkeys(r.peers):
+                    entry.by_peer.setdefault(p, []).append((r.peers, ports))
+        return self.by_subject[key]
 
     @staticmethod
     def key(r: ir.Rule) -> tuple[object, ...]:
         return (r.subject.namespace, r.subject.cluster, r.subject.selector, r.direction, r.tier)
 
-    def covers(self, new: ir.Rule) -> bool:
-        for r in self.by_subject.get(self.key(new), ()):
-            peers_ok = all(p in r.peers for p in new.peers) or any(isinstance(p, ir.AnyPeer) for p in r.peers)
-            ports_ok = not r.ports or (bool(new.ports) and set(new.ports) <= set(r.ports))
-            if peers_ok and ports_ok:
-                return True
-        return False
+    def covers(self, new: ir.Rule, new_ports: frozenset[ir.PortMatch]) -> bool:
+        """new_ports: frozenset(new.ports)."""
+        entry = self.allowing(self.key(new))
+        if entry is None:
+            return False
+
+        def ports_ok(ports: _Ports) -> bool:
+            return ports is None or (bool(new_ports) and new_ports <= ports)
+
+        if not new.peers:  # no peer to miss: any rule of the subject whose ports fit
+            return any(ports_ok(ports) for ports in entry.every)
+        if any(ports_ok(ports) for ports in entry.anywhere):
+            return True
+        return any(all(p in peers for p in new.peers[1:]) and ports_ok(ports)
+                   for peers, ports in entry.by_peer.get(new.peers[0], ()))
 
 
 def _name_is(name: str) -> Selector:
@@ -198,6 +238,9 @@ class Halves(LoweringState):
         seen = {rule_key(r) for r in explicit}
         covered = _Coverage(explicit)
         derived: list[ir.Rule] = []
+        # Equal rules have equal spans: only a rule with one of these spans can be a key of half_peers
+        # (hashing every rule to look it up is a tenth of lowering).
+        half_spans = {r.span for r in self.half_peers}
         # Every rule a statement made, also those deduplicated away, with the peers as written: a
         # simplification of the emitted rules never loses an other half.
         for rule in self.rules:
@@ -206,7 +249,8 @@ class Halves(LoweringState):
             here = rule.subject.cluster or ir.NamespaceByName(rule.subject.namespace)
             opposite = rule.direction.opposite
             tiers: list[str | None] = [rule.tier] if rule.tier is None else [rule.tier, None]
-            for peer in self.half_peers.get(rule, rule.peers):
+            ports = frozenset(rule.ports)
+            for peer in self.half_peers.get(rule, rule.peers) if rule.span in half_spans else rule.peers:
                 for ns, pods, only_if in self.peer_pods(rule, peer, covered_anywhere):
                     where = here if only_if is None else only_if
                     back = ir.PodPeer(where, rule.subject.selector, peer_label(rule.subject))
@@ -215,7 +259,7 @@ class Halves(LoweringState):
                             new = ir.Rule(subject, opposite, (back,), rule.ports, rule.span, rule.text,
                                           derived=True, tier=tier)
                             key = rule_key(new)
-                            if key not in seen and not covered.covers(new):
+                            if key not in seen and not covered.covers(new, ports):
                                 seen.add(key)
                                 derived.append(new)
         return derived

@@ -1,27 +1,24 @@
-"""What a line means, for hovers: what the chosen target emits for it and what it allows or denies.
+"""What a line means, for hovers: what the chosen target emits for it and what it allows, read from
+the IR lowering made (no class topology, no proof: a hover answers in milliseconds on any program).
 
 Rule: "emits" = the objects whose `netdsl.dev/source` annotation names the line, with the rules their
 YAML marks with the line's `# path:line:` comment (the whole object when none is marked: an isolation's
-default deny). "Allows" = the connections of the class topology (netdsl.semantics.universe: one
-representative per class, so the answer holds in every cluster) that the program's own semantics
-(ProgramSemantics, what `explain` asks) decides with a reason naming this line, found among the
-connections between the pods its rules apply to and the endpoints their peers match. At most
-MAX_DECIDES connections are decided per hover; the text says when the list was cut.
+default deny). The objects are the target's build of the program without translation validation
+(`compile` and `check` prove it; a hover only shows it), each rendered only when a hover shows it.
+"Allows" = the IR rules the statement made (the explicit ones, by span) and the other halves lowering
+derived for it (ir.Rule.derived, same span), in words: subject, direction, peers, ports, HTTP; plus the
+isolations it makes. At most MAX_SHOWN of each are listed; the text says how many more there are.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from netdsl import ir
-from netdsl.backends import SOURCE_ANNOTATION, Manifest
-from netdsl.semantics.matrix import Probe, probe_names, probe_text
-from netdsl.semantics.model import Connection, Endpoint, Topology, port_matches
-from netdsl.semantics.program import ProgramSemantics, peer_matches
-from netdsl.semantics.universe import build
+from netdsl.backends import SOURCE_ANNOTATION, Manifest, Options, get_backend, protect_from_flux
+from netdsl.render import environment
 
-MAX_DECIDES = 20_000
 MAX_SHOWN = 12
 MAX_YAML_LINES = 30
 
@@ -40,6 +37,45 @@ def _annotation(m: Manifest) -> str:
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     value = annotations.get(SOURCE_ANNOTATION) if isinstance(annotations, Mapping) else None
     return value if isinstance(value, str) else ""
+
+
+class Objects:
+    """A target's objects for one program version, indexed by the lines that made them; each rendered
+    (as `compile` renders it) the first time a hover shows it. Thread-safe: built in the background."""
+
+    def __init__(self, target: str, manifests: list[Manifest]) -> None:
+        self.target = target
+        self.manifests = manifests
+        self.by_line: dict[tuple[str, int], list[Manifest]] = {}
+        for m in manifests:
+            for path, lines in annotated_lines(_annotation(m)).items():
+                for line in lines:
+                    self.by_line.setdefault((path, line), []).append(m)
+        self._lock = threading.Lock()
+
+    def at(self, path: str, line: int) -> list[Manifest]:
+        """The objects the line made, rendered."""
+        found = self.by_line.get((path, line), [])
+        with self._lock:
+            env = environment(self.target)
+            for m in found:
+                if not m.text:
+                    m.text = env.get_template(m.template).render(m.context)
+        return found
+
+
+def build_objects(program: ir.Program, target: str) -> Objects | str:
+    """The target's objects for the program (what `compile` builds, before it renders, reads back and
+    proves them), or why there are none."""
+    backend = get_backend(target)
+    options = Options()
+    problems = [*backend.unsupported(program), *backend.check_options(program, options)]
+    first = next((d for d in problems if d.is_error), None)
+    if first is not None:
+        return first.message
+    manifests = backend.build(program, options)
+    protect_from_flux(manifests)  # as compile does before rendering: the annotation is part of the object
+    return Objects(target, manifests)
 
 
 def emitted(manifests: Sequence[Manifest], path: str, line: int) -> list[str]:
@@ -68,80 +104,114 @@ def emitted(manifests: Sequence[Manifest], path: str, line: int) -> list[str]:
     return out
 
 
-@dataclass
-class LineEffect:
-    allowed: dict[tuple[str, str], list[str]]  # (source, destination) -> the probes (ports) allowed
-    denied: dict[tuple[str, str], list[str]]
-    cut: bool  # MAX_DECIDES reached: there may be more
-    rules: int  # how many IR rules the line made
-    isolations: list[str]  # what the line's `isolate` makes default deny
+# ------------------------------------------------------------------------------------------ in words
 
 
-class Engine:
-    """The program's semantics over its class topology, built once per program version."""
-
-    def __init__(self, program: ir.Program) -> None:
-        universe = build(program)
-        self.program = program
-        self.topology: Topology = universe.topology
-        self.probes: tuple[Probe, ...] = universe.probes
-        self.semantics = ProgramSemantics(program, self.topology)
-
-    def effect(self, path: str, line: int) -> LineEffect:
-        rules = [r for r in self.program.rules if r.span.path == path and r.span.line == line]
-        isolations = [f"{i.direction.value.lower()} of "
-                      + (f"`{i.subject.name}` in " if i.subject is not None else "every pod of ")
-                      + (f"namespace `{i.namespace}`" if i.cluster is None else "the cluster block's namespaces")
-                      for i in self.program.isolations if i.span.path == path and i.span.line == line]
-        effect = LineEffect({}, {}, False, len(rules), isolations)
-        prefix = f"{path}:{line}:"
-        decided = 0
-        seen: set[Connection] = set()
-        topo = self.topology
-        for r in rules:
-            pods = [p for p in topo.pods if r.subject.applies_in(p.namespace, topo.labels_of(p))
-                    and r.subject.selector.matches(dict(p.labels))]
-            others = [e for e in topo.endpoints if any(peer_matches(pr, e, topo) for pr in r.peers)]
-            for pod in pods:
-                for other in others:
-                    src, dst = (other, pod) if r.direction is ir.Direction.INGRESS else (pod, other)
-                    for probe in self.probes:
-                        conn = _connection(src, dst, probe)
-                        if conn in seen or (r.ports and not any(port_matches(p, conn) for p in r.ports)):
-                            continue
-                        if decided >= MAX_DECIDES:
-                            effect.cut = True
-                            return effect
-                        decided += 1
-                        seen.add(conn)
-                        verdict = self.semantics.decide(conn)
-                        if any(reason.startswith(prefix) for reason in verdict.reasons):
-                            bucket = effect.allowed if verdict.allowed else effect.denied
-                            bucket.setdefault((str(src), str(dst)), []).append(probe_text(probe))
-        return effect
+def _namespaces(match: ir.NamespaceMatch) -> str:
+    if isinstance(match, ir.NamespaceByName):
+        return f"namespace `{match.name}`"
+    if isinstance(match, ir.NamespaceBySelector):
+        return f"namespaces[{match.selector}]"
+    return "all namespaces"
 
 
-def _connection(src: Endpoint, dst: Endpoint, probe: Probe) -> Connection:
-    return Connection(src, dst, probe[0], probe[1], probe_names(probe))
+def workload_words(w: ir.Workload) -> str:
+    """`shop/web`; a workload lowering made: its selector; a cluster-wide one: where it applies."""
+    if w.name == "all-pods":
+        what = "all pods"
+    elif w.declared:
+        what = w.name
+    else:
+        what = f"pods[{w.selector}]"
+    if w.cluster is None:
+        return f"`{w.namespace}/{what}`" if w.declared or w.name == "all-pods" else f"`{what}` in `{w.namespace}`"
+    return f"`{what}` in {_namespaces(w.cluster)}"
 
 
-def describe_effect(effect: LineEffect) -> str:
-    """Markdown lists of what the line allows and denies."""
+def peer_words(p: ir.Peer) -> str:
+    if isinstance(p, ir.PodPeer):
+        pods = "all pods" if p.pods.is_everything else f"pods[{p.pods}]"
+        named = p.label if p.label and p.label not in ("all pods", "namespace") and not p.label.startswith(
+            "pods[") else ""
+        if isinstance(p.namespaces, ir.NamespaceByName):
+            if named:
+                return f"`{p.namespaces.name}/{named.rpartition('/')[2]}`"
+            return f"`{pods}` in namespace `{p.namespaces.name}`"
+        return f"`{named or pods}` in {_namespaces(p.namespaces)}"
+    if isinstance(p, ir.CidrPeer):
+        excepts = f" except {', '.join(str(e) for e in p.excepts)}" if p.excepts else ""
+        return f"cidr `{p.cidr}{excepts}`" + (f" (`{p.network_set}`)" if p.network_set else "")
+    if isinstance(p, ir.FqdnPeer):
+        return f"fqdn `{p.name}`"
+    if isinstance(p, ir.EntityPeer):
+        return f"entity `{p.name}`"
+    return "anywhere"
+
+
+def port_words(ports: Sequence[ir.PortMatch]) -> str:
+    if not ports:
+        return "every port"
+    out = []
+    for p in ports:
+        proto = p.protocol.value.lower()
+        if p.name is not None:
+            out.append(f"{p.name}/{proto}")
+        elif p.port is None:
+            out.append(f"every {proto} port")
+        elif p.end_port is not None and p.end_port != p.port:
+            out.append(f"{p.port}-{p.end_port}/{proto}")
+        else:
+            out.append(f"{p.port}/{proto}")
+    return ", ".join(out)
+
+
+def http_words(http: Sequence[ir.HttpRule]) -> str:
+    if not http:
+        return ""
+    items = []
+    for h in http:
+        parts = [h.method or "any method", f"path ~ `{h.path}`" if h.path else "",
+                 f"host ~ `{h.host}`" if h.host else "", *(f"header `{x}`" for x in h.headers)]
+        items.append(" ".join(x for x in parts if x))
+    return " (HTTP: " + "; ".join(items) + ")"
+
+
+def rule_words(r: ir.Rule) -> str:
+    """`allows `shop/web -> shop/api` on 9090/tcp`: who talks to whom (arrow: the connection's way)."""
+    peers = ", ".join(peer_words(p) for p in r.peers)
+    subject = workload_words(r.subject)
+    src, dst = (peers, subject) if r.direction is ir.Direction.INGRESS else (subject, peers)
+    verb = {ir.Action.ALLOW: "allows", ir.Action.DENY: "denies", ir.Action.PASS: "passes"}[r.action]
+    tier = f" in tier `{r.tier}`" if r.tier is not None else ""
+    side = " (only this side: no other half)" if r.one_sided else ""
+    return (f"{verb} {r.direction.value.lower()} {src} -> {dst} on {port_words(r.ports)}"
+            f"{http_words(r.http)}{tier}{side}")
+
+
+def isolation_words(i: ir.Isolation) -> str:
+    return (f"{i.direction.value.lower()} of "
+            + (f"`{i.subject.name}` in " if i.subject is not None else "every pod of ")
+            + (f"namespace `{i.namespace}`" if i.cluster is None else "the cluster block's namespaces"))
+
+
+def _listed(items: list[str]) -> list[str]:
+    shown = [f"- {x}" for x in items[:MAX_SHOWN]]
+    if len(items) > MAX_SHOWN:
+        shown.append(f"- ... and {len(items) - MAX_SHOWN} more")
+    return shown
+
+
+def describe(rules: Sequence[ir.Rule], isolations: Sequence[ir.Isolation]) -> str:
+    """Markdown: what a statement's rules and isolations allow, in words."""
     parts: list[str] = []
-    if effect.isolations:
-        parts.append("**Isolates** (default deny: only what a statement allows): " + "; ".join(effect.isolations))
-    if not effect.rules:
-        return "\n\n".join(parts)
-    for title, bucket in (("Allows", effect.allowed), ("Denies", effect.denied)):
-        if not bucket:
-            continue
-        items = sorted(bucket.items())
-        lines = [f"- `{src} -> {dst}` on {', '.join(probes)}" for (src, dst), probes in items[:MAX_SHOWN]]
-        if len(items) > MAX_SHOWN:
-            lines.append(f"- ... and {len(items) - MAX_SHOWN} more pairs")
-        parts.append(f"**{title}** (in every cluster: one pod per class):\n" + "\n".join(lines))
-    if not parts:
-        parts.append("**Allows** nothing on its own: every connection it lists is decided by another statement")
-    if effect.cut:
-        parts.append(f"_(stopped after {MAX_DECIDES:,} connections: there may be more)_")
+    if isolations:
+        parts.append("**Isolates** (default deny: only what a statement allows): "
+                     + "; ".join(isolation_words(i) for i in isolations))
+    explicit = [r for r in rules if not r.derived]
+    derived = [r for r in rules if r.derived]
+    if explicit:
+        parts.append("**Rules**:\n" + "\n".join(_listed([rule_words(r) for r in explicit])))
+    if derived:
+        parts.append("**Other halves** (so the flow works end to end):\n" + "\n".join(_listed(
+            [f"other half at {workload_words(r.subject)}: {rule_words(r)}" for r in derived])))
     return "\n\n".join(parts)

@@ -4,17 +4,23 @@ Rule: the server only translates. Diagnostics, names, outline, hover texts and f
 the compiler (netdsl.lsp.state, .symbols, .meaning, netdsl.fmt); here positions become LSP positions in
 the negotiated encoding (UTF-16 unless agreed otherwise, netdsl.lsp.positions) and back. Diagnostics are
 published for every file of the program an opened or changed file belongs to, DEBOUNCE seconds after
-the last change. Every handler catches what it raises: a failure is logged (window/logMessage and
-standard error) and answered with nothing, never a crash or a traceback to the client.
+the last change: first those of parsing and lowering; then one background worker builds the target's
+objects (for hovers) and checks the expectations and semantic lints, and the diagnostics are published
+again with those - unless a newer version of the program arrived meanwhile (stale work is dropped).
+A hover answers from what is ready: it waits at most HOVER_WAIT seconds for the objects. Every handler
+catches what it raises: a failure is logged (window/logMessage and standard error) and answered with
+nothing, never a crash or a traceback to the client.
 Settings: `netdsl.target` (initializationOptions or workspace/didChangeConfiguration; default vanilla).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import re
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,7 +34,7 @@ from netdsl import __version__, ir, parse
 from netdsl.backends import backend_names
 from netdsl.diagnostics import Diagnostic, Severity
 from netdsl.fmt import format_source
-from netdsl.lsp.meaning import describe_effect, emitted
+from netdsl.lsp.meaning import MAX_SHOWN, Objects, describe, emitted
 from netdsl.lsp.positions import UTF8, UTF16, UTF32, from_client, to_client
 from netdsl.lsp.state import Programs, Snapshot, absolute
 from netdsl.lsp.symbols import Key, Occurrence, Outline, blocks, outline, scope_of, selector_text
@@ -37,6 +43,7 @@ from netdsl.source import SourceFile, Span
 log = logging.getLogger("netdsl.lsp")
 
 DEBOUNCE = 0.25  # seconds of quiet after a change before the program is checked again
+HOVER_WAIT = 0.5  # seconds a hover waits for the target's objects before it answers without them
 
 KEYWORDS = (
     "namespace", "cluster", "tier", "order", "otherwise", "isolate", "ingress", "egress", "for", "allow", "dns",
@@ -55,6 +62,9 @@ class NetdslServer(LanguageServer):
         self.programs = Programs()
         self.target = "vanilla"
         self.pending: dict[str, asyncio.Task[None]] = {}  # program directory -> its debounced check
+        self.latest: dict[str, Snapshot] = {}  # program directory -> its last published snapshot
+        # one worker: the objects and the late diagnostics of the latest snapshot (CPU-bound, in order)
+        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="netdsl-bg")
 
     # ---- documents and positions
     def buffers(self) -> dict[str, str]:
@@ -91,10 +101,61 @@ class NetdslServer(LanguageServer):
 
     # ---- diagnostics
     def publish(self, uri: str) -> None:
-        _path, snap = self.snapshot(uri)
+        """Parse and lowering diagnostics now; the rest after the background work (see the module)."""
+        path, snap = self.snapshot(uri)
+        directory = os.path.dirname(path)
+        self.send(snap)
+        self.latest[directory] = snap
+        loop = asyncio.get_running_loop()
+        target = self.target
+
+        def background() -> None:
+            if self.stale(directory, snap):
+                return
+            snap.index  # noqa: B018 (names for hovers, definitions, completion)
+            snap.objects(target)
+            if self.stale(directory, snap):
+                return
+            snap.late_diagnostics()
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
+                loop.call_soon_threadsafe(
+                    lambda: _guard("diagnostics", lambda: self.send_if_latest(directory, snap), self))
+
+        self.worker.submit(_guard, "background", background, None)
+
+    def stale(self, directory: str, snap: Snapshot) -> bool:
+        """A newer version of the program was published: work for this one is dropped."""
+        latest = self.latest.get(directory)
+        return latest is not None and latest.serial > snap.serial
+
+    def send_if_latest(self, directory: str, snap: Snapshot) -> None:
+        if self.latest.get(directory) is snap:
+            self.send(snap)
+
+    def send(self, snap: Snapshot) -> None:
         for file, diags in snap.by_file().items():
             self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
                 uri=from_fs_path(file) or file, diagnostics=[self.diagnostic(snap, d, file) for d in diags]))
+
+    async def objects(self, path: str, snap: Snapshot) -> Objects | str | None:
+        """The target's objects when they are ready within HOVER_WAIT (None: not yet). Asks the worker
+        for them (after what it is doing; it skips them if the snapshot is stale by then)."""
+        target = self.target
+        got = snap.ready_objects(target)
+        if got is not None:
+            return got
+        directory = os.path.dirname(path)
+
+        def build() -> None:
+            if not self.stale(directory, snap):
+                snap.objects(target)
+
+        self.worker.submit(_guard, "objects", build, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOVER_WAIT
+        while (got := snap.ready_objects(target)) is None and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return got
 
     def diagnostic(self, snap: Snapshot, d: Diagnostic, path: str) -> types.Diagnostic:
         span = d.span or Span(path, 1, 1, 1, 1)
@@ -129,12 +190,16 @@ def _guard(what: str, run: Callable[[], Any], ls: LanguageServer | None) -> Any:
     try:
         return run()
     except Exception as exc:  # never crash the server on a document: log and answer nothing
-        log.error("%s failed: %s\n%s", what, exc, traceback.format_exc())
-        if ls is not None:
-            with contextlib.suppress(Exception):  # the connection itself may be what failed
-                ls.window_log_message(types.LogMessageParams(type=types.MessageType.Error,
-                                                             message=f"netdsl: {what} failed: {exc}"))
+        _report(what, exc, ls)
         return None
+
+
+def _report(what: str, exc: Exception, ls: LanguageServer | None) -> None:
+    log.error("%s failed: %s\n%s", what, exc, "".join(traceback.format_exception(exc)))
+    if ls is not None:
+        with contextlib.suppress(Exception):  # the connection itself may be what failed
+            ls.window_log_message(types.LogMessageParams(type=types.MessageType.Error,
+                                                         message=f"netdsl: {what} failed: {exc}"))
 
 
 def guarded(fn: F) -> F:
@@ -216,15 +281,22 @@ def references(ls: NetdslServer, params: types.ReferenceParams) -> list[types.Lo
 
 
 @server.feature(types.TEXT_DOCUMENT_HOVER)
-@guarded
-def hover(ls: NetdslServer, params: types.HoverParams) -> types.Hover | None:
-    path, snap = ls.snapshot(params.text_document.uri)
-    line, column = ls.point(snap, path, params.position)
-    occ = snap.index.at(path, line, column)
-    text = name_hover(snap, occ.key) if occ is not None else statement_hover(ls, snap, path, line)
-    if not text:
+async def hover(ls: NetdslServer, params: types.HoverParams) -> types.Hover | None:
+    try:
+        path, snap = ls.snapshot(params.text_document.uri)
+        line, column = ls.point(snap, path, params.position)
+        occ = snap.index.at(path, line, column)
+        if occ is not None:
+            text = name_hover(snap, occ.key)
+        else:
+            span = statement_at(snap, path, line)
+            text = "" if span is None else statement_hover(ls, snap, span, await ls.objects(path, snap))
+        if not text:
+            return None
+        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
+    except Exception as exc:  # as `guarded` does, for a coroutine
+        _report("hover", exc, ls)
         return None
-    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
 
 
 def name_hover(snap: Snapshot, key: Key) -> str:
@@ -270,25 +342,32 @@ def statement_at(snap: Snapshot, path: str, line: int) -> Span | None:
     return best
 
 
-def statement_hover(ls: NetdslServer, snap: Snapshot, path: str, line: int) -> str:
-    span = statement_at(snap, path, line)
-    if span is None:
-        return ""
+def statement_hover(ls: NetdslServer, snap: Snapshot, span: Span, objects: Objects | str | None) -> str:
+    """The objects the statement emits (when they are built), what its rules allow in words, and what
+    `check` says about it."""
     parts: list[str] = []
-    got = snap.emitted(ls.target)
-    if isinstance(got, str):
-        parts.append(f"**{ls.target}**: emits nothing ({got})")
+    if objects is None:
+        parts.append(f"_{ls.target}: the objects are still being built; hover again in a moment_")
+    elif isinstance(objects, str):
+        parts.append(f"**{ls.target}**: emits nothing ({objects})")
     else:
-        objects = emitted(got, path, span.line)
-        if objects:
-            parts.append(f"**{ls.target}** emits:\n\n" + "\n\n".join(objects))
-    engine = snap.engine()
-    if isinstance(engine, str):
-        parts.append(f"_what it allows: unknown ({engine})_")
-    else:
-        effect = describe_effect(engine.effect(path, span.line))
-        if effect:
-            parts.append(effect)
+        shown = emitted(objects.at(span.path, span.line), span.path, span.line)
+        if shown:
+            parts.append(f"**{ls.target}** emits:\n\n" + "\n\n".join(shown))
+    rules, isolations = snap.at_line(span.path, span.line)
+    meaning = describe(rules, isolations)
+    if meaning:
+        parts.append(meaning)
+    late = snap.late
+    flagged = [d for d in [*snap.diagnostics, *(late or [])]
+               if d.span is not None and d.span.path == span.path and span.line <= d.span.line <= span.end_line]
+    if flagged:
+        shown = [f"- {d.severity.value} [{d.code}]: {d.message}" for d in flagged[:MAX_SHOWN]]
+        if len(flagged) > MAX_SHOWN:
+            shown.append(f"- ... and {len(flagged) - MAX_SHOWN} more")
+        parts.append("**check**:\n" + "\n".join(shown))
+    if late is None:
+        parts.append("_(the semantic checks are still running)_")
     return "\n\n---\n\n".join(parts)
 
 

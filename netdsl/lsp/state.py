@@ -3,27 +3,38 @@
 Rule: a file's program is every `*.seg` file directly in its directory (as `netdsl check DIR` reads a
 directory, without the subdirectories: an editor's folder is the unit people open) plus the file
 itself, each with the text of its open editor buffer when it has one (unsaved changes count) and
-else its text on disk. A snapshot holds the `check` result with the semantic lints (what `netdsl check`
-reports), the syntax trees and the name index; the last good syntax tree of a file is kept while it has
-syntax errors, so names, symbols and completion keep working as one types. Paths are absolute.
-No pygls here.
+else its text on disk. A snapshot holds the result of parsing and lowering (its diagnostics are ready at
+once), the syntax trees and the name index; what `netdsl check` adds (failed expectations, the semantic
+lints) and the target's objects are computed once per snapshot, later (by the server's background
+worker). The last good syntax tree of a file is kept while it has syntax errors, so names, symbols and
+completion keep working as one types. Paths are absolute. No pygls here.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from netdsl import parse
-from netdsl.backends import Manifest, Options
-from netdsl.compiler import MAX_FILE_BYTES, MAX_FILES, Result, check_files, compile_checked, decode, read_limited
+from netdsl import ir, parse
+from netdsl.compiler import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    Result,
+    check_files,
+    decode,
+    emitted_by_every_target,
+    read_limited,
+)
 from netdsl.diagnostics import Diagnostic, error
-from netdsl.lsp.meaning import Engine
+from netdsl.lsp.meaning import Objects, build_objects
 from netdsl.lsp.symbols import Index, build_index
+from netdsl.semantics.expect import check_expectations
 from netdsl.semantics.lints import semantic_lints
-from netdsl.semantics.universe import TooLargeError
 from netdsl.source import SourceFile
 
 
@@ -57,21 +68,55 @@ def program_files(path: str, buffers: Mapping[str, str]) -> tuple[list[SourceFil
     return [SourceFile(p, texts[p]) for p in sorted(texts)], problems
 
 
+_SERIALS = itertools.count()
+
+
 @dataclass
 class Snapshot:
+    """One version of a program. `diagnostics` are the parse and lowering ones (ready at once); the
+    expensive ones (failed `expect`s, the semantic lints) and the target's objects are computed later,
+    once each (`late_diagnostics`, `objects`: thread-safe, for a background worker)."""
+
     sources: dict[str, SourceFile]
     modules: dict[str, parse.Module]  # the files that parse (or their last good tree)
     result: Result
-    index: Index
     diagnostics: list[Diagnostic]
-    _engine: Engine | str | None = None  # str: why there is none
-    _emitted: dict[str, list[Manifest] | str] = field(default_factory=dict)
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # later snapshots have larger ones
+    late: list[Diagnostic] | None = None  # None: not computed yet
+    _objects: dict[str, Objects | str] = field(default_factory=dict)
+    _index: Index | None = None
+    _index_lock: threading.Lock = field(default_factory=threading.Lock)
+    _at_line: dict[tuple[str, int], tuple[list[ir.Rule], list[ir.Isolation]]] | None = None
+    _late_lock: threading.Lock = field(default_factory=threading.Lock)
+    _objects_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def index(self) -> Index:
+        """The names of the program's syntax trees (built on first use: diagnostics do not need it)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = build_index([self.modules[p] for p in sorted(self.modules)])
+            return self._index
+
+    def late_diagnostics(self) -> list[Diagnostic]:
+        """What `netdsl check` adds to lowering's diagnostics: failed expectations (every target is
+        built for them) and the lints that evaluate the program."""
+        with self._late_lock:
+            if self.late is None:
+                program = self.result.program
+                late: list[Diagnostic] = []
+                if program is not None:
+                    if program.expectations and self.result.ok:
+                        late.extend(check_expectations(program, emitted_by_every_target(program)))
+                    late.extend(semantic_lints(program))  # (it skips what is too large to evaluate)
+                self.late = late
+            return self.late
 
     def by_file(self) -> dict[str, list[Diagnostic]]:
-        """Each file's diagnostics ([] for a file without any, so a fixed error is cleared); a
-        diagnostic without a span goes to every file."""
+        """Each file's diagnostics, with the late ones once they are ready ([] for a file without any,
+        so a fixed error is cleared); a diagnostic without a span goes to every file."""
         out: dict[str, list[Diagnostic]] = {p: [] for p in self.sources}
-        for d in self.diagnostics:
+        for d in [*self.diagnostics, *(self.late or [])]:
             if d.span is None:
                 for items in out.values():
                     items.append(d)
@@ -79,31 +124,34 @@ class Snapshot:
                 out[d.span.path].append(d)
         return out
 
-    def engine(self) -> Engine | str:
-        if self._engine is None:
-            if self.result.program is None or not self.result.ok:
-                self._engine = "the program has errors"
-            else:
-                try:
-                    self._engine = Engine(self.result.program)
-                except TooLargeError as exc:
-                    self._engine = f"the program is too large to evaluate ({exc})"
-        return self._engine
-
-    def emitted(self, target: str) -> list[Manifest] | str:
+    def objects(self, target: str) -> Objects | str:
         """The target's objects (not proven again: `check` and `compile` do that), or why there are none."""
-        got = self._emitted.get(target)
-        if got is None:
-            if self.result.program is None:
-                got = "the program has errors"
-            else:
-                base = replace(self.result, diagnostics=[d for d in self.result.diagnostics if d.code != "expectation"],
-                               manifests=[])
-                compiled = compile_checked(base, target, Options(), validate=False)
-                first = next((d for d in compiled.diagnostics if d.is_error), None)
-                got = compiled.manifests if compiled.ok else (first.message if first else "it cannot be compiled")
-            self._emitted[target] = got
-        return got
+        with self._objects_lock:
+            got = self._objects.get(target)
+            if got is None:
+                if self.result.program is None or not self.result.ok:
+                    got = "the program has errors"
+                else:
+                    got = build_objects(self.result.program, target)
+                self._objects[target] = got
+            return got
+
+    def ready_objects(self, target: str) -> Objects | str | None:
+        """The target's objects if they are built (None: not yet); never waits."""
+        return self._objects.get(target)
+
+    def at_line(self, path: str, line: int) -> tuple[list[ir.Rule], list[ir.Isolation]]:
+        """The IR rules (explicit and derived) and isolations the statement starting at the line made."""
+        if self._at_line is None:
+            index: dict[tuple[str, int], tuple[list[ir.Rule], list[ir.Isolation]]] = {}
+            program = self.result.program
+            if program is not None:
+                for r in program.rules:
+                    index.setdefault((r.span.path, r.span.line), ([], []))[0].append(r)
+                for i in program.isolations:
+                    index.setdefault((i.span.path, i.span.line), ([], []))[1].append(i)
+            self._at_line = index
+        return self._at_line.get((path, line), ([], []))
 
 
 class Programs:
@@ -120,15 +168,23 @@ class Programs:
         cached = self._last.get(directory)
         if cached is not None and cached[0] == key and not problems:
             return cached[1]
-        snap = analyse(files, problems, self._good)
+        # Analysing allocates millions of objects that live on (no garbage cycles to speak of): the
+        # cyclic collector would walk the whole heap again and again (40% of the time); it runs after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            snap = analyse(files, problems, self._good)
+        finally:
+            if collecting:
+                gc.enable()
         self._last[directory] = (key, snap)
         return snap
 
 
 def analyse(files: list[SourceFile], problems: list[Diagnostic] | None = None,
             good: dict[str, tuple[str, parse.Module]] | None = None) -> Snapshot:
-    """`netdsl check` of the files; a file whose text is unchanged since its last good parse is not
-    parsed again (parsing is most of a large program's check)."""
+    """Parse and lower the files (`netdsl check` without expectations and semantic lints: the snapshot
+    adds those later); a file whose text is unchanged since its last good parse is not parsed again."""
     good = {} if good is None else good
     modules: dict[str, parse.Module] = {}
 
@@ -145,15 +201,12 @@ def analyse(files: list[SourceFile], problems: list[Diagnostic] | None = None,
             modules[f.path] = old[1]  # names and outline from the last good tree while it does not parse
         return module, errors
 
-    result = check_files(files, problems or [], parse_file)
+    result = check_files(files, problems or [], parse_file, expectations=False)
     diagnostics = list(result.diagnostics)
-    if result.program is not None and result.ok:
-        diagnostics.extend(semantic_lints(result.program))  # (it skips what is too large to evaluate)
     for f in files:  # a file check_files did not parse (a NUL byte): its last good tree
         if f.path not in modules and f.path in good:
             modules[f.path] = good[f.path][1]
-    index = build_index([modules[p] for p in sorted(modules)])
-    return Snapshot({f.path: f for f in files}, modules, result, index, diagnostics)
+    return Snapshot({f.path: f for f in files}, modules, result, diagnostics)
 
 
 def absolute(path: str) -> str:

@@ -70,13 +70,18 @@ class Index:
     occurrences: list[Occurrence] = field(default_factory=list)
     label_keys: set[str] = field(default_factory=set)
     namespace_label_keys: set[str] = field(default_factory=set)
+    _by_line: dict[tuple[str, int], list[Occurrence]] | None = None
 
     def at(self, path: str, line: int, column: int) -> Occurrence | None:
         """The occurrence under a position (1-based, code points); the end column counts too, so a
         cursor just after a name still finds it."""
-        for occ in self.occurrences:
-            s = occ.span
-            if s.path == path and s.line == line and s.column <= column <= s.end_column:
+        if self._by_line is None:
+            by_line: dict[tuple[str, int], list[Occurrence]] = {}
+            for occ in self.occurrences:
+                by_line.setdefault((occ.span.path, occ.span.line), []).append(occ)
+            self._by_line = by_line
+        for occ in self._by_line.get((path, line), ()):
+            if occ.span.column <= column <= occ.span.end_column:
                 return occ
         return None
 
