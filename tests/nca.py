@@ -36,7 +36,10 @@ the query result)::
   notation, e.g. ``0.0.0.0-203.0.112.255,203.0.113.100,203.0.114.0-255.255.255.255`` (IPv6 likewise).
   NCA adds pods of its own ("livesim", e.g. ``kube-system/kube-dns-livesim``) when policies reference
   kube-dns / ingress-controller / istio gateways missing from the topology; those are kept in
-  :attr:`Connectivity.other_peers` and never match a query.
+  :attr:`Connectivity.other_peers` and never match a query.  Any other endpoint that is neither a topology
+  pod nor an IP set raises :class:`NCAOutputError` (NCA read the topology otherwise than the caller meant);
+  namespace and pod names must be valid Kubernetes names for the same reason (NCA puts a pod whose
+  namespace is ``""`` into ``default``).
 * A pair may appear on several lines (one per distinct connection set, e.g. one TCP line, one UDP line);
   the allowed set is their union.  Pairs with no line have no connection.  Self-connections (src == dst)
   are never printed by NCA, so :meth:`Connectivity.allowed` refuses to answer them.
@@ -152,9 +155,23 @@ class Topology:
     network_sets: Sequence[Mapping[str, Any]] = ()
 
 
+# Kubernetes object names (DNS-1123 label / subdomain). NCA does not check them: it reads a pod whose
+# namespace is "" as a pod of `default` and reports it as `default/<name>`, a peer the caller never
+# declared; so a name Kubernetes would refuse is refused here, before NCA can reinterpret it.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _check_name(what: str, name: str, pattern: re.Pattern[str]) -> None:
+    if not pattern.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a valid Kubernetes name; NCA would read it otherwise "
+                         "(an empty namespace as `default`) and report a peer the topology does not hold")
+
+
 def _namespace_docs(topology: Topology) -> list[dict[str, Any]]:
     docs = []
     for name, labels in topology.namespaces.items():
+        _check_name("namespace", name, _DNS_LABEL)
         all_labels = dict(labels)
         if all_labels.setdefault("kubernetes.io/metadata.name", name) != name:
             raise ValueError(f"namespace {name!r}: label kubernetes.io/metadata.name must equal its name")
@@ -167,6 +184,7 @@ def _pod_docs(topology: Topology) -> list[dict[str, Any]]:
     docs, seen = [], set()
     for pod in topology.pods:
         key = f"{pod.namespace}/{pod.name}"
+        _check_name(f"pod {key}: name", pod.name, _DNS_SUBDOMAIN)
         if pod.namespace not in topology.namespaces:
             raise ValueError(f"pod {key}: namespace {pod.namespace!r} is not in the topology")
         if key in seen:
@@ -548,6 +566,10 @@ class _IpEdge:
         return any(lo.version == ip.version and int(lo) <= int(ip) <= int(hi) for lo, hi in self.ranges)
 
 
+# NCA names every pod it adds itself (nca/NetworkConfig/LiveSim/*.yaml) with this suffix.
+_LIVESIM_SUFFIX = "-livesim"
+
+
 class Connectivity:
     """The connectivity map NCA computed for one (manifests, topology)."""
 
@@ -579,6 +601,12 @@ class Connectivity:
             else:
                 for peer in (src, dst):
                     if peer not in pods and _parse_ip_set(peer) is None:
+                        if not peer.endswith(_LIVESIM_SUFFIX):
+                            # NCA's name for a pod the caller described: harness and NCA disagree on
+                            # what the topology is, so no verdict about that pod could be trusted
+                            raise NCAOutputError(
+                                f"NCA reports endpoint {peer!r}, neither a topology pod nor one of NCA's "
+                                f"own (*{_LIVESIM_SUFFIX}) pods\nfull output:\n{output}")
                         self.other_peers.add(peer)
 
     def _endpoint(self, endpoint: str) -> str | _IP:

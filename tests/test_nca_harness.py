@@ -248,3 +248,17 @@ def test_parser_refuses_undecidable_cubes_and_garbage() -> None:
         _conn("default/a -> default/b : All connections\n")
     with pytest.raises(harness.NCAOutputError):
         _conn("default/a => default/b : {protocols:TCP}garbage\n")
+
+
+def test_harness_refuses_names_nca_would_read_otherwise() -> None:
+    """NCA reads a pod of namespace "" as a pod of `default` (a peer the caller never declared): names
+    Kubernetes refuses are refused before NCA runs, an endpoint NCA invents but does not mark as its own
+    (`-livesim`) is an error, not an ignored extra."""
+    policy = DENY_AND_ALLOW_FRONTEND.split("---")[0]
+    nowhere = Topology({"default": {}, "": {}}, [Pod("default", "a", {}), Pod("", "cw", {"app": "db"})])
+    with pytest.raises(ValueError, match="namespace '' is not a valid Kubernetes name"):
+        connectivity(policy, nowhere)
+    with pytest.raises(ValueError, match="not a valid Kubernetes name"):
+        connectivity(policy, Topology({"default": {}}, [Pod("default", "Upper_case", {})]))
+    with pytest.raises(harness.NCAOutputError, match="default/cw"):
+        _conn("default/a => default/cw : All connections\n")

@@ -242,13 +242,15 @@ OTHER_NAMESPACE = "other-namespace"
 
 
 def topology_from_program(program: ir.Program) -> Topology:
-    """One pod per declared service with labels that satisfy its selector, one unlabelled pod per
-    namespace (and in one namespace the program does not mention), the pods peers name, and external
-    addresses inside and outside every CIDR (and named ones for DNS names)."""
+    """One pod per declared service with labels that satisfy its selector (a `cluster { }` block's
+    service: one in every namespace of the topology, those the block matches and the others), one
+    unlabelled pod per namespace (and in one namespace the program does not mention), the pods peers
+    name, and external addresses inside and outside every CIDR (and named ones for DNS names)."""
     namespaces: dict[str, dict[str, str]] = {ns.name: dict(ns.labels) for ns in program.namespaces}
     pods: list[Pod] = []
     for s in program.services:
-        pods.append(Pod(s.namespace, s.name, s.selector.example_labels() or {}))
+        if s.cluster is None:
+            pods.append(Pod(s.namespace, s.name, s.example))
     for ns in program.namespaces:
         pods.append(Pod(ns.name, "unlabelled"))
     externals: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = {
@@ -274,6 +276,13 @@ def topology_from_program(program: ir.Program) -> Topology:
                 named[peer.name.replace("*", "x")] = None
     # a namespace the program does not mention (what cluster-wide statements and selectors reach)
     namespaces.setdefault(OTHER_NAMESPACE, {})
+    # A cluster block's service has no namespace (Workload.namespace is ""): a pod in namespace "" exists
+    # nowhere (an analyser given one puts it in `default`), so its pods are the ones it selects everywhere.
+    for s in program.services:
+        if s.cluster is not None:
+            for name in namespaces:
+                taken = {p.name for p in pods if p.namespace == name}
+                pods.append(Pod(name, s.name if s.name not in taken else f"cluster-{s.name}", s.example))
     for name in namespaces:
         if not any(p.namespace == name and not p.labels for p in pods):
             pods.append(Pod(name, "unlabelled"))

@@ -180,6 +180,31 @@ def test_calico_evaluator_agrees_with_nca_on_cluster_blocks(text: str, pods: lis
     assert not found, report(text, found)
 
 
+# A cluster block's service (`cluster { service cw = ... }`) is in no namespace of its own: the topology
+# once held a pod `/cw` in namespace "", which NCA put into `default` and reported as `default/cw`.
+CLUSTER_SERVICE_PROGRAMS = [
+    "namespace prod {\n  service api = app=api\n}\ncluster { service cw = app=db; isolate ingress for cw }\n",
+    "namespace prod labels env=a {\n  service api = app=api\n  api allows ingress from pods[app=db] in all namespaces"
+    "\n}\ncluster namespaces[env=a] { service cw = app=db, !legacy; isolate egress for cw }\n",
+    "namespace web {\n  service ui = tier=x\n  ui allows egress to pods[app=db] in namespace monitoring on 80\n}\n"
+    "cluster including system { service cw = app in (db, job); isolate for cw }\n",
+]
+
+
+@pytest.mark.parametrize("text", CLUSTER_SERVICE_PROGRAMS)
+def test_cluster_block_service_pods_are_real_pods(text: str) -> None:
+    """A cluster-block service's example pod is in every namespace of the topology (those the block
+    selects and the others), never in namespace "", and NCA and the evaluator agree on it."""
+    result = compile_files(text, "calico")
+    topology = cluster_of(result, [])
+    assert all(p.namespace for p in topology.pods)
+    assert result.program is not None
+    program_namespaces = set(topology_from_program(result.program).namespaces)
+    assert {p.namespace for p in topology.pods if p.name == "cw"} >= program_namespaces
+    found = compare(text, "calico", [])
+    assert not found, report(text, found)
+
+
 def test_probes_cover_range_boundaries() -> None:
     """lo-1, lo, hi, hi+1 of every range the generators write."""
     for port in (7999, 8000, 8100, 8101, 8079, 8082):
