@@ -336,9 +336,10 @@ def check_command(paths: tuple[str, ...], dump: tuple[str, ...], fmt: str) -> No
     """Report errors and warnings in PATHS without emitting anything."""
     result = check_with_lints(paths, stdin=_stdin_if_needed(paths))
     if dump and result.program is not None:
-        from netdsl.ownership import foreign_policies, read_dump  # only with --topology
+        from netdsl.importer.read import read  # only with --topology
+        from netdsl.ownership import foreign_policies
 
-        cluster = read_dump(dump)
+        cluster = read(dump)
         result.sources.update(cluster.sources)
         result.diagnostics.extend(cluster.diagnostics)
         result.diagnostics.extend(foreign_policies(result.program, cluster))

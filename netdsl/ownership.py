@@ -10,11 +10,9 @@ first), so what netdsl proves about the program does not cover it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from netdsl import ir
 from netdsl.diagnostics import Diagnostic, warning
-from netdsl.importer.read import Input, read
+from netdsl.importer.read import Input
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "netdsl")
 NAMESPACED = {
@@ -64,7 +62,3 @@ def foreign_policies(program: ir.Program, dump: Input) -> list[Diagnostic]:
             "names of netdsl's objects apart from it",
         ))
     return out
-
-
-def read_dump(paths: Sequence[str]) -> Input:
-    return read(paths)

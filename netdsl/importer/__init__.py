@@ -2,7 +2,7 @@
 
 Rule. Read the inputs (read.py); send each object to the translator of its API group
 (networking.k8s.io: vanilla, projectcalico.org: calico, cilium.io: cilium - dispatch by kind through
-each translator's KINDS; a translator not built yet makes its kinds "not supported yet"); objects of
+each translator's KINDS; a kind of a policy group that no KINDS lists is "not supported"); objects of
 no policy group (Deployments in a kustomize build) are skipped with a warning. Every Gap is an error
 (a warning with `partial`, and its part is left out); every Translation.warnings entry (a pitfall
 imported as it is, such as the seed's split Cilium FQDN rule) an `import-pitfall` warning. Then the
@@ -80,14 +80,9 @@ class ImportResult:
         return "\n".join(self.files[name] for name in sorted(self.files))
 
 
-def translator(target: str) -> ModuleType | None:
-    """The translator module of a target, or None when it is not built yet."""
-    try:
-        return importlib.import_module(f"netdsl.importer.{target}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"netdsl.importer.{target}":
-            return None
-        raise
+def translator(target: str) -> ModuleType:
+    """The translator module of a target (netdsl/importer/<target>.py; see model.py for its interface)."""
+    return importlib.import_module(f"netdsl.importer.{target}")
 
 
 def _dispatch(objects: Sequence[SourceObject], target: str | None,
@@ -99,8 +94,7 @@ def _dispatch(objects: Sequence[SourceObject], target: str | None,
         if tgt is None:
             out.diagnostics.append(skipped(obj))
             continue
-        module = translator(tgt)
-        if module is None or obj.kind not in module.KINDS:
+        if obj.kind not in translator(tgt).KINDS:
             out.diagnostics.append(error(
                 "import-unsupported", f"{obj.title} ({obj.api_version}): importing this kind is not supported yet",
                 obj.span(), "import the other objects on their own, or write this one in .seg by hand"))
@@ -144,9 +138,7 @@ def import_manifests(
         return out
     ((tgt, objects),) = by_target.items()
     out.target = tgt
-    module = translator(tgt)
-    assert module is not None
-    t: Translation = module.translate(objects)
+    t: Translation = translator(tgt).translate(objects)
     out.translation = t
     for name, labels in sorted(got.namespace_labels.items()):
         if name in t.namespaces and not t.namespaces[name]:
